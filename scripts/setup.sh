@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Idempotent set-up: Debian packages, then a virtualenv (.venv) with pyvirt and its Python deps.
+#   scripts/setup.sh          what pyvirt needs to run guests
+#   scripts/setup.sh --test   plus the test tools and the libvirt 9.0 oracle
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+pkgs=(qemu-system-x86 qemu-utils busybox-static cpio)
+if [ "${1:-}" = "--test" ]; then
+    # libvirt is the oracle and benchmark peer of the tests; pyvirt itself never uses it.
+    pkgs+=(libvirt-clients libvirt-daemon-driver-qemu libvirt-daemon python3-libvirt)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--test" ] && ! getent passwd libvirt-qemu >/dev/null; then
+    # libvirt's embedded QEMU driver (the oracle) runs guests as this account.
+    useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
+        --user-group libvirt-qemu
+fi
+
+stamp=.venv/.pyvirt-setup
+want="$(sha256sum pyproject.toml | cut -c1-16)${1:-}"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    python3 -m venv .venv
+    extra=""
+    [ "${1:-}" = "--test" ] && extra="[test]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
+    echo "$want" > "$stamp"
+fi

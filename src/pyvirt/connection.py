@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Connections: libvirt-python's ``virConnect`` over pyvirt's drivers.
+
+A local URI (qemu:///system, qemu:///session, qemu:///embed?root=DIR) runs the QEMU driver inside
+the calling process. Connections of one process to the same instance share one driver, as
+libvirt's embedded driver does.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from pyvirt.errors import NotSupported, OperationInvalid
+from pyvirt.qemu.driver import QemuDriver
+from pyvirt.uri import ConnectURI, default_uri, parse_uri
+
+#: The libvirt release whose API and behaviour pyvirt follows; reported as the library version so
+#: that clients enable the same features they would against that libvirt.
+LIBVIRT_COMPAT_VERSION = 9_000_000
+
+
+def getVersion() -> int:  # noqa: N802 - libvirt-python's name
+    return LIBVIRT_COMPAT_VERSION
+
+
+class _DriverRegistry:
+    """One driver per instance per process, shared by its connections, closed with the last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drivers: dict[tuple[str, str], tuple[QemuDriver, int]] = {}
+
+    def acquire(self, uri: ConnectURI) -> QemuDriver:
+        key = (uri.instance, str(uri.embed_root or ""))
+        with self._lock:
+            entry = self._drivers.get(key)
+            if entry is None:
+                driver = QemuDriver.open(uri)
+                self._drivers[key] = (driver, 1)
+                return driver
+            driver, count = entry
+            self._drivers[key] = (driver, count + 1)
+            return driver
+
+    def release(self, driver: QemuDriver) -> None:
+        with self._lock:
+            for key, (known, count) in list(self._drivers.items()):
+                if known is driver:
+                    if count > 1:
+                        self._drivers[key] = (known, count - 1)
+                    else:
+                        del self._drivers[key]
+                        driver.close()
+                    return
+
+
+_registry = _DriverRegistry()
+
+
+class virConnect:  # noqa: N801 - libvirt-python's name
+    def __init__(self, uri: ConnectURI, driver: QemuDriver, readonly: bool) -> None:
+        self._uri = uri
+        self._driver: QemuDriver | None = driver
+        self._readonly = readonly
+
+    @property
+    def driver(self) -> QemuDriver:
+        if self._driver is None:
+            raise OperationInvalid("this connection is closed; open a new one")
+        return self._driver
+
+    def close(self) -> int:
+        if self._driver is not None:
+            _registry.release(self._driver)
+            self._driver = None
+        return 0
+
+    def isAlive(self) -> int:  # noqa: N802
+        return int(self._driver is not None)
+
+    def isSecure(self) -> int:  # noqa: N802
+        return 1  # local: nothing leaves the host
+
+    def isEncrypted(self) -> int:  # noqa: N802
+        return 0
+
+    def getURI(self) -> str:  # noqa: N802
+        self.driver
+        return self._uri.raw
+
+    def getType(self) -> str:  # noqa: N802
+        self.driver
+        return "QEMU"
+
+    def getVersion(self) -> int:  # noqa: N802
+        return self.driver.hypervisor_version()
+
+    def getLibVersion(self) -> int:  # noqa: N802
+        self.driver
+        return LIBVIRT_COMPAT_VERSION
+
+    def getHostname(self) -> str:  # noqa: N802
+        self.driver
+        return host_name()
+
+    def getCapabilities(self) -> str:  # noqa: N802
+        return self.driver.capabilities_xml()
+
+    def getDomainCapabilities(self, emulatorbin: str | None = None, arch: str | None = None,  # noqa: N802
+                              machine: str | None = None, virttype: str | None = None,
+                              flags: int = 0) -> str:
+        return self.driver.domain_capabilities_xml(emulatorbin, arch, machine, virttype)
+
+    def __enter__(self) -> virConnect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def host_name() -> str:
+    """The host's name as libvirt reports it: the canonical name when the short one resolves."""
+    name = socket.gethostname()
+    if name.startswith("localhost") or "." in name:
+        return name
+    try:
+        infos = socket.getaddrinfo(name, None, family=socket.AF_UNSPEC, flags=socket.AI_CANONNAME)
+    except OSError:
+        return name
+    canonical = infos[0][3] if infos else ""
+    if not canonical or canonical.startswith("localhost"):
+        return name
+    return canonical
+
+
+def _open(uri_text: str | None, readonly: bool) -> virConnect:
+    uri = parse_uri(uri_text if uri_text else default_uri())
+    if uri.is_remote:
+        raise NotSupported(
+            f"{uri.raw}: remote connections go through pyvirtd, which this pyvirt does not have yet; "
+            "use a local URI: qemu:///system, qemu:///session or qemu:///embed?root=DIR")
+    return virConnect(uri, _registry.acquire(uri), readonly)
+
+
+def open(name: str | None = None) -> virConnect:  # noqa: A001 - libvirt-python's name
+    return _open(name, readonly=False)
+
+
+def openReadOnly(name: str | None = None) -> virConnect:  # noqa: N802
+    return _open(name, readonly=True)
