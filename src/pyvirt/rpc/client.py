@@ -1,0 +1,683 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""A client of libvirt's RPC protocol: talks to a real libvirtd, or to pyvirtd.
+
+:class:`RPCClient` is the asyncio core. It owns one connection with an explicit state
+(idle -> running -> closing -> closed), one reader task, and one future per serial, so replies may
+arrive in any order. MESSAGE events go to the registered handlers, keepalive PINGs are answered
+with PONGs, and when the connection drops every pending call fails with a :class:`ConnectionClosed`
+and the close callbacks run once.
+
+:class:`Client` is the synchronous facade: it runs an event loop in a background thread so callers
+need none. Its callbacks run on that thread.
+
+Values are the records of :mod:`pyvirt.rpc.procedures`: ``client.call("CONNECT_GET_TYPE").type``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from pyvirt import _errcodes as codes
+from pyvirt.errors import NotSupported, PyvirtError
+from pyvirt.rpc.procedures import PROCEDURES, Procedure, ProcedureTable
+from pyvirt.rpc.protocol import (
+    PROTOCOL_VERSION,
+    AuthType,
+    Feature,
+    FrameDecoder,
+    Header,
+    KeepaliveProc,
+    Message,
+    MessageType,
+    Program,
+    ProtocolError,
+    Status,
+    encode_message,
+    error_from_remote,
+)
+from pyvirt.rpc.xdr import REMOTE_ERROR
+from pyvirt.uri import parse_uri
+
+__all__ = ["RPCClient", "Client", "Stream", "SyncStream", "ClientState", "ConnectionClosed",
+           "CONNECT_RO", "DEFAULT_SOCKET", "DEFAULT_SOCKET_RO"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: VIR_CONNECT_RO, the CONNECT_OPEN flag of a read-only connection.
+CONNECT_RO = 1
+DEFAULT_SOCKET = "/run/libvirt/libvirt-sock"
+DEFAULT_SOCKET_RO = "/run/libvirt/libvirt-sock-ro"
+
+EventHandler = Callable[[Procedure, Any], None]
+CloseCallback = Callable[[PyvirtError | None], None]
+
+_READ_CHUNK = 256 * 1024
+
+
+class ConnectionClosed(PyvirtError):
+    """The connection is gone: libvirt reports this as a system error in the RPC domain."""
+
+    code = codes.VIR_ERR_SYSTEM_ERROR
+    domain = codes.VIR_FROM_RPC
+
+
+class ClientState(enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Stream:
+    """A data stream opened by a call (console, screenshot): raw bytes on the call's serial."""
+
+    def __init__(self, client: RPCClient, proc: Procedure, serial: int) -> None:
+        self._client, self.proc, self.serial = client, proc, serial
+        self._incoming: asyncio.Queue[bytes | PyvirtError] = asyncio.Queue()
+        self._finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._eof = False
+
+    def _header(self, status: Status) -> Header:
+        return Header(self.proc.program, PROTOCOL_VERSION, self.proc.number, MessageType.STREAM,
+                      self.serial, status)
+
+    def _on_message(self, msg: Message) -> None:
+        h = msg.header
+        if h.type == MessageType.STREAM_HOLE:
+            self._fail(NotSupported("sparse streams (STREAM_HOLE) are not supported yet",
+                                    domain=codes.VIR_FROM_STREAMS))
+        elif h.status == Status.CONTINUE:
+            # An empty CONTINUE is the peer's end of data.
+            self._incoming.put_nowait(msg.payload)
+        elif h.status == Status.OK:
+            self._incoming.put_nowait(b"")
+            if not self._finished.done():
+                self._finished.set_result(None)
+            self._client._streams.pop(self.serial, None)
+        elif h.status == Status.ERROR:
+            try:
+                self._fail(error_from_remote(REMOTE_ERROR.decode(msg.payload)))
+            except ProtocolError as exc:
+                self._fail(exc)
+        else:
+            self._fail(ProtocolError(f"stream message with bad status: {h.describe()}"))
+
+    def _fail(self, exc: PyvirtError) -> None:
+        self._incoming.put_nowait(exc)
+        if not self._finished.done():
+            self._finished.set_exception(exc)
+            self._finished.exception()  # retrieved here: the reader may never ask
+        self._client._streams.pop(self.serial, None)
+
+    async def recv(self) -> bytes:
+        """The next chunk; ``b""`` once the peer has sent all its data."""
+        if self._eof:
+            return b""
+        item = await self._incoming.get()
+        if isinstance(item, PyvirtError):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+        return item
+
+    async def send(self, data: bytes) -> None:
+        if data:
+            await self._client._send(encode_message(self._header(Status.CONTINUE), data))
+
+    async def finish(self, timeout: float | None = None) -> None:
+        """Tell the peer we are done and wait for its acknowledgement."""
+        await self._client._send(encode_message(self._header(Status.OK)))
+        await asyncio.wait_for(asyncio.shield(self._finished), timeout)
+
+    async def abort(self) -> None:
+        self._client._streams.pop(self.serial, None)
+        if self._client.state == ClientState.RUNNING:
+            await self._client._send(encode_message(self._header(Status.ERROR)))
+
+
+class RPCClient:
+    """One connection to a libvirt RPC server. Create it with :meth:`connect_unix` or
+    :meth:`connect_tcp`, then :meth:`open` a hypervisor connection and :meth:`call`."""
+
+    def __init__(self, *, table: ProcedureTable = PROCEDURES, answer_pings: bool = True) -> None:
+        self._table = table
+        self._answer_pings = answer_pings
+        self._state = ClientState.IDLE
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._decoder = FrameDecoder()
+        self._pending: dict[int, tuple[Procedure, asyncio.Future[Any]]] = {}
+        self._streams: dict[int, Stream] = {}
+        self._next_serial = 0
+        self._handlers: list[tuple[Procedure | None, EventHandler]] = []
+        self._close_callbacks: list[CloseCallback] = []
+        self._close_error: PyvirtError | None = None
+        self._closed = asyncio.Event()
+        self._opened = False
+        self._goodbye = False  # CONNECT_CLOSE sent: the server hanging up is then expected
+        self.peer = "(not connected)"
+        self.pings_received = 0
+        self.pongs_received = 0
+        self.last_received = 0.0
+
+    # ---- connecting ----
+
+    @classmethod
+    async def connect_unix(cls, path: str, *, timeout: float | None = 30.0,
+                           **kwargs: Any) -> RPCClient:
+        self = cls(**kwargs)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(path, limit=_READ_CHUNK), timeout)
+        except (TimeoutError, OSError) as exc:
+            raise ConnectionClosed(f"Failed to connect socket to '{path}': {_why(exc)}") from exc
+        self._attach(reader, writer, path)
+        return self
+
+    @classmethod
+    async def connect_tcp(cls, host: str, port: int, *, timeout: float | None = 30.0,
+                          **kwargs: Any) -> RPCClient:
+        self = cls(**kwargs)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=_READ_CHUNK), timeout)
+        except (TimeoutError, OSError) as exc:
+            raise ConnectionClosed(f"unable to connect to server at '{host}:{port}': "
+                                   f"{_why(exc)}") from exc
+        self._attach(reader, writer, f"{host}:{port}")
+        return self
+
+    def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                peer: str) -> None:
+        if self._state != ClientState.IDLE:
+            raise PyvirtError(f"RPC client is {self._state.value}, cannot attach a transport",
+                              code=codes.VIR_ERR_INTERNAL_ERROR, domain=codes.VIR_FROM_RPC)
+        self._reader, self._writer, self.peer = reader, writer, peer
+        self._state = ClientState.RUNNING
+        self.last_received = asyncio.get_running_loop().time()
+        self._reader_task = asyncio.create_task(self._read_loop(), name=f"pyvirt-rpc {peer}")
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        """True once CONNECT_OPEN succeeded and until the connection closes."""
+        return self._opened and self._state == ClientState.RUNNING
+
+    # ---- callbacks ----
+
+    def add_event_handler(self, handler: EventHandler,
+                          proc: str | Procedure | None = None) -> Callable[[], None]:
+        """Call ``handler(proc, record)`` for each event (of ``proc`` only, if given).
+        Returns a function that removes the handler."""
+        key = self._table.lookup(proc) if isinstance(proc, str) else proc
+        entry = (key, handler)
+        self._handlers.append(entry)
+        return lambda: self._handlers.remove(entry) if entry in self._handlers else None
+
+    def add_close_callback(self, callback: CloseCallback) -> Callable[[], None]:
+        """Call ``callback(error)`` once when the connection ends; ``error`` is None after a
+        close we asked for. Registering on a closed client calls it at once."""
+        if self._state == ClientState.CLOSED:
+            callback(self._close_error)
+            return lambda: None
+        self._close_callbacks.append(callback)
+        return lambda: (self._close_callbacks.remove(callback)
+                        if callback in self._close_callbacks else None)
+
+    # ---- calls ----
+
+    def _resolve(self, proc: str | Procedure) -> Procedure:
+        p = self._table.lookup(proc) if isinstance(proc, str) else proc
+        if p.event:
+            raise ValueError(f"{p.full_name} is an event, not a call")
+        return p
+
+    def _check_running(self) -> None:
+        if self._state != ClientState.RUNNING:
+            if self._close_error is not None:
+                raise ConnectionClosed(f"client socket is closed: {self._close_error.message}",
+                                       code=codes.VIR_ERR_INTERNAL_ERROR)
+            raise ConnectionClosed("client socket is closed", code=codes.VIR_ERR_INTERNAL_ERROR)
+
+    def _allocate_serial(self) -> int:
+        # Serials are u32 and wrap; one still waiting for its reply is never reused.
+        while True:
+            serial = self._next_serial
+            self._next_serial = (serial + 1) & 0xFFFFFFFF
+            if serial not in self._pending and serial not in self._streams:
+                return serial
+
+    async def _send(self, frame: bytes) -> None:
+        self._check_running()
+        assert self._writer is not None
+        try:
+            self._writer.write(frame)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:
+            err = ConnectionClosed(f"Cannot write data to {self.peer}: {_why(exc)}")
+            self._shutdown(err)
+            raise err from exc
+
+    async def _start_call(self, proc: Procedure, args: Any, fields: dict[str, Any],
+                          stream: bool) -> tuple[int, asyncio.Future[Any], Stream | None]:
+        if fields:
+            if args is not None:
+                raise TypeError("pass the arguments either as a record or as keywords, not both")
+            args = fields
+        payload = proc.args.encode(args)
+        self._check_running()
+        serial = self._allocate_serial()
+        header = Header(proc.program, PROTOCOL_VERSION, proc.number, MessageType.CALL, serial)
+        frame = encode_message(header, payload)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[serial] = (proc, future)
+        st = None
+        if stream:
+            # Registered before sending: stream data may follow the reply immediately.
+            st = self._streams[serial] = Stream(self, proc, serial)
+        try:
+            await self._send(frame)
+        except BaseException:
+            self._pending.pop(serial, None)
+            self._streams.pop(serial, None)
+            raise
+        return serial, future, st
+
+    async def _wait(self, serial: int, future: asyncio.Future[Any], proc: Procedure,
+                    timeout: float | None) -> Any:
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._pending.pop(serial, None)
+            raise PyvirtError(f"{proc.full_name} got no reply from {self.peer} within {timeout} s",
+                              code=codes.VIR_ERR_OPERATION_TIMEOUT,
+                              domain=codes.VIR_FROM_RPC) from None
+
+    async def call(self, proc: str | Procedure, args: Any = None, /, *,
+                   timeout: float | None = None, **fields: Any) -> Any:
+        """Call ``proc`` and return its decoded reply (None for void).
+
+        Arguments are a record, a mapping, or keywords. A remote error is raised as
+        :class:`~pyvirt.rpc.protocol.RemoteError` with the server's code, domain and message.
+        """
+        p = self._resolve(proc)
+        if p.stream:
+            raise ValueError(f"{p.full_name} opens a stream: use call_stream()")
+        serial, future, _ = await self._start_call(p, args, fields, stream=False)
+        return await self._wait(serial, future, p, timeout)
+
+    async def call_stream(self, proc: str | Procedure, args: Any = None, /, *,
+                          timeout: float | None = None, **fields: Any) -> tuple[Any, Stream]:
+        """Call a procedure that opens a stream: its reply and the :class:`Stream`."""
+        p = self._resolve(proc)
+        serial, future, stream = await self._start_call(p, args, fields, stream=True)
+        assert stream is not None
+        try:
+            return await self._wait(serial, future, p, timeout), stream
+        except BaseException:
+            self._streams.pop(serial, None)
+            raise
+
+    # ---- the connection prelude (what virsh does) ----
+
+    async def open(self, name: str | None = "", *, readonly: bool = False,
+                   keepalive_interval: float | None = None, keepalive_count: int = 5,
+                   timeout: float | None = 60.0) -> None:
+        """AUTH_LIST, SUPPORTS_FEATURE(keepalive), CONNECT_OPEN -- as virsh does.
+
+        ``name`` is the URI the server opens (``""`` lets it choose, None sends NULL). With
+        ``keepalive_interval``, we also ping the server when it has been quiet that long and drop
+        the connection after ``keepalive_count`` unanswered intervals, as libvirt's client does.
+        """
+        auth = await self.call("AUTH_LIST", timeout=timeout)
+        if auth.types and auth.types[0] != AuthType.NONE:
+            try:
+                kind = AuthType(auth.types[0]).name
+            except ValueError:
+                kind = str(auth.types[0])
+            raise PyvirtError(f"the server at {self.peer} requires {kind} authentication, which "
+                              "pyvirt's client does not implement yet; configure the server with "
+                              "auth none for this socket",
+                              code=codes.VIR_ERR_AUTH_UNAVAILABLE, domain=codes.VIR_FROM_REMOTE)
+        keepalive = await self.call("CONNECT_SUPPORTS_FEATURE", feature=Feature.PROGRAM_KEEPALIVE,
+                                    timeout=timeout)
+        await self.call("CONNECT_OPEN", name=name, flags=CONNECT_RO if readonly else 0,
+                        timeout=timeout)
+        self._opened = True
+        if keepalive.supported and keepalive_interval:
+            self._keepalive_task = asyncio.create_task(
+                self._keepalive(keepalive_interval, keepalive_count))
+
+    async def close(self, timeout: float | None = 10.0) -> None:
+        """CONNECT_CLOSE when a hypervisor connection is open, then close the socket."""
+        if self._state == ClientState.RUNNING and self._opened:
+            self._goodbye = True
+            try:
+                await self.call("CONNECT_CLOSE", timeout=timeout)
+            except PyvirtError as exc:
+                log.debug("CONNECT_CLOSE to %s failed: %s", self.peer, exc)
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Close the socket without a goodbye; pending calls fail. Idempotent."""
+        self._shutdown(None)
+        tasks = [t for t in (self._reader_task, self._keepalive_task)
+                 if t is not None and t is not asyncio.current_task()]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._writer is not None:
+            try:
+                await self._writer.wait_closed()
+            except OSError:
+                pass  # the peer may have reset the connection first: it is closed either way
+
+    # ---- receiving ----
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        error: PyvirtError | None = None
+        try:
+            while True:
+                data = await self._reader.read(_READ_CHUNK)
+                if not data:
+                    if self._state == ClientState.RUNNING and not self._goodbye:
+                        trunc = (f", {self._decoder.buffered} bytes of an incomplete message lost"
+                                 if self._decoder.buffered else "")
+                        error = ConnectionClosed("End of file while reading data: Input/output "
+                                                 f"error (from {self.peer}{trunc})")
+                    break
+                self.last_received = asyncio.get_running_loop().time()
+                for msg in self._decoder.feed(data):
+                    self._dispatch(msg)
+        except ProtocolError as exc:
+            error = ProtocolError(f"protocol error from {self.peer}: {exc.message}")
+        except OSError as exc:
+            if self._state == ClientState.RUNNING:
+                error = ConnectionClosed(f"Cannot recv data from {self.peer}: {_why(exc)}")
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._shutdown(error)
+
+    def _dispatch(self, msg: Message) -> None:
+        h = msg.header
+        if h.prog == Program.KEEPALIVE:
+            self._on_keepalive(h)
+        elif h.type in (MessageType.REPLY, MessageType.REPLY_WITH_FDS):
+            self._on_reply(msg)
+        elif h.type in (MessageType.STREAM, MessageType.STREAM_HOLE):
+            stream = self._streams.get(h.serial)
+            if stream is None:
+                log.debug("stream data for unknown serial from %s: %s", self.peer, h.describe())
+            else:
+                stream._on_message(msg)
+        elif h.type == MessageType.MESSAGE:
+            self._on_event(msg)
+        else:
+            log.debug("ignoring unexpected message from %s: %s", self.peer, h.describe())
+
+    def _on_keepalive(self, h: Header) -> None:
+        if h.proc == KeepaliveProc.PING:
+            self.pings_received += 1
+            if self._answer_pings and self._writer is not None:
+                pong = Header(Program.KEEPALIVE, PROTOCOL_VERSION, KeepaliveProc.PONG,
+                              MessageType.MESSAGE, 0)
+                self._writer.write(encode_message(pong))
+        elif h.proc == KeepaliveProc.PONG:
+            self.pongs_received += 1
+
+    def _on_reply(self, msg: Message) -> None:
+        h = msg.header
+        entry = self._pending.pop(h.serial, None)
+        if entry is None:
+            log.debug("reply for unknown serial from %s (timed out?): %s", self.peer, h.describe())
+            return
+        proc, future = entry
+        if future.done():
+            return
+        if (h.prog, h.proc) != (proc.program, proc.number):
+            future.set_exception(ProtocolError(
+                f"reply to {proc.full_name} serial {h.serial} names another procedure: {h.describe()}"))
+        elif h.status == Status.OK:
+            try:
+                future.set_result(proc.ret.decode(msg.payload))
+            except ProtocolError as exc:
+                future.set_exception(ProtocolError(f"bad reply to {proc.full_name}: {exc.message}"))
+        elif h.status == Status.ERROR:
+            try:
+                future.set_exception(error_from_remote(REMOTE_ERROR.decode(msg.payload)))
+            except ProtocolError as exc:
+                future.set_exception(ProtocolError(
+                    f"bad error reply to {proc.full_name}: {exc.message}"))
+        else:
+            future.set_exception(ProtocolError(f"reply with bad status: {h.describe()}"))
+        if h.status != Status.OK:
+            self._streams.pop(h.serial, None)
+
+    def _on_event(self, msg: Message) -> None:
+        h = msg.header
+        proc = self._table.get(h.prog, h.proc)
+        if proc is None or not proc.event:
+            log.debug("ignoring unknown event from %s: %s", self.peer, h.describe())
+            return
+        try:
+            record = proc.args.decode(msg.payload)
+        except ProtocolError as exc:
+            log.warning("dropping malformed %s from %s: %s", proc.full_name, self.peer, exc)
+            return
+        for wanted, handler in list(self._handlers):
+            if wanted is None or wanted is proc:
+                try:
+                    handler(proc, record)
+                except Exception:  # a broken handler must not kill the connection
+                    log.exception("event handler for %s failed", proc.full_name)
+
+    async def _keepalive(self, interval: float, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        ping = encode_message(Header(Program.KEEPALIVE, PROTOCOL_VERSION, KeepaliveProc.PING,
+                                     MessageType.MESSAGE, 0))
+        while self._state == ClientState.RUNNING:
+            await asyncio.sleep(interval)
+            quiet = loop.time() - self.last_received
+            if quiet >= interval * (count + 1):
+                self._shutdown(ConnectionClosed(
+                    f"connection to {self.peer} closed due to keepalive timeout: no data for "
+                    f"{quiet:.1f} s", code=codes.VIR_ERR_INTERNAL_ERROR))
+                return
+            if quiet >= interval and self._writer is not None:
+                self._writer.write(ping)
+
+    # ---- shutting down ----
+
+    def _shutdown(self, error: PyvirtError | None) -> None:
+        """Idempotent: fail what is pending, close the socket, run the close callbacks once."""
+        if self._state in (ClientState.CLOSING, ClientState.CLOSED):
+            return
+        self._state = ClientState.CLOSING
+        self._close_error = error
+        failure = error or ConnectionClosed(f"connection to {self.peer} was closed by the client",
+                                            code=codes.VIR_ERR_INTERNAL_ERROR)
+        pending, self._pending = self._pending, {}
+        for proc, future in pending.values():
+            if not future.done():
+                future.set_exception(type(failure)(
+                    f"{proc.full_name} failed: {failure.message}", code=failure.code,
+                    domain=failure.domain))
+        for stream in list(self._streams.values()):
+            stream._fail(failure)
+        self._streams.clear()
+        if self._keepalive_task is not None and self._keepalive_task is not asyncio.current_task():
+            self._keepalive_task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None and self._reader_task is not asyncio.current_task():
+            self._reader_task.cancel()
+        self._state = ClientState.CLOSED
+        self._closed.set()
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("close callback failed")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+# ---- the synchronous facade ----
+
+class _LoopThread:
+    """An event loop running in a daemon thread, owned by one :class:`Client`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="pyvirt-rpc-loop",
+                                        daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a synchronous pyvirt RPC call from one of its own callbacks "
+                               "would deadlock; use the RPCClient from the callback instead")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+            self.loop.close()
+
+
+class SyncStream:
+    def __init__(self, stream: Stream, loop: _LoopThread) -> None:
+        self._stream, self._loop = stream, loop
+
+    def recv(self) -> bytes:
+        return self._loop.run(self._stream.recv())
+
+    def send(self, data: bytes) -> None:
+        self._loop.run(self._stream.send(data))
+
+    def finish(self, timeout: float | None = None) -> None:
+        self._loop.run(self._stream.finish(timeout))
+
+    def abort(self) -> None:
+        self._loop.run(self._stream.abort())
+
+
+class Client:
+    """Blocking access to an :class:`RPCClient`; no event loop needed by the caller."""
+
+    def __init__(self, rpc: RPCClient, loop: _LoopThread) -> None:
+        self.rpc, self._loop = rpc, loop
+
+    @classmethod
+    def _connect(cls, factory: Callable[[], Coroutine[Any, Any, RPCClient]]) -> Client:
+        loop = _LoopThread()
+        try:
+            return cls(loop.run(factory()), loop)
+        except BaseException:
+            loop.stop()
+            raise
+
+    @classmethod
+    def connect_unix(cls, path: str, **kwargs: Any) -> Client:
+        return cls._connect(lambda: RPCClient.connect_unix(path, **kwargs))
+
+    @classmethod
+    def connect_tcp(cls, host: str, port: int, **kwargs: Any) -> Client:
+        return cls._connect(lambda: RPCClient.connect_tcp(host, port, **kwargs))
+
+    @classmethod
+    def open_uri(cls, uri: str, *, readonly: bool = False, **kwargs: Any) -> Client:
+        """Connect and open as libvirt's remote driver would for ``uri``: qemu[+unix]:///...
+        (``?socket=`` honoured) or qemu+tcp://host[:port]/...; the daemon gets the URI with
+        transport, host, port and client parameters stripped."""
+        parsed = parse_uri(uri)
+        transport = parsed.effective_transport
+        if transport == "unix" and parsed.instance != "embed":
+            path = parsed.params.get("socket", DEFAULT_SOCKET_RO if readonly else DEFAULT_SOCKET)
+            client = cls.connect_unix(path)
+        elif transport == "tcp":
+            host, port = parsed.effective_host, parsed.effective_port
+            assert host is not None and port is not None
+            client = cls.connect_tcp(host, port)
+        else:
+            raise NotSupported(f"cannot reach '{uri}' over RPC: pyvirt's client speaks only the "
+                               "unix and tcp transports so far", domain=codes.VIR_FROM_REMOTE)
+        try:
+            client.open(parsed.remote_name(), readonly=readonly, **kwargs)
+        except BaseException:
+            client.abort()
+            raise
+        return client
+
+    @property
+    def state(self) -> ClientState:
+        return self.rpc.state
+
+    def open(self, name: str | None = "", **kwargs: Any) -> None:
+        self._loop.run(self.rpc.open(name, **kwargs))
+
+    def call(self, proc: str | Procedure, args: Any = None, /, *, timeout: float | None = None,
+             **fields: Any) -> Any:
+        return self._loop.run(self.rpc.call(proc, args, timeout=timeout, **fields))
+
+    def call_stream(self, proc: str | Procedure, args: Any = None, /, *,
+                    timeout: float | None = None, **fields: Any) -> tuple[Any, SyncStream]:
+        ret, stream = self._loop.run(self.rpc.call_stream(proc, args, timeout=timeout, **fields))
+        return ret, SyncStream(stream, self._loop)
+
+    def add_event_handler(self, handler: EventHandler,
+                          proc: str | Procedure | None = None) -> Callable[[], None]:
+        """The handler runs on the client's loop thread."""
+        async def add() -> Callable[[], None]:
+            return self.rpc.add_event_handler(handler, proc)
+        return self._loop.run(add())
+
+    def add_close_callback(self, callback: CloseCallback) -> Callable[[], None]:
+        """The callback runs on the client's loop thread."""
+        async def add() -> Callable[[], None]:
+            return self.rpc.add_close_callback(callback)
+        return self._loop.run(add())
+
+    def close(self) -> None:
+        """CONNECT_CLOSE if open, close the socket, stop the loop thread. Idempotent."""
+        if not self._loop.loop.is_closed():
+            try:
+                self._loop.run(self.rpc.close())
+            finally:
+                self._loop.stop()
+
+    def abort(self) -> None:
+        if not self._loop.loop.is_closed():
+            try:
+                self._loop.run(self.rpc.abort())
+            finally:
+                self._loop.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
