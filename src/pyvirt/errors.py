@@ -22,6 +22,11 @@ __all__ = [
     "OperationFailed",
     "NotSupported",
     "InternalError",
+    "MonitorError",
+    "MonitorStateError",
+    "MonitorDisconnected",
+    "MonitorTimeout",
+    "MonitorCommandError",
     "codes",
 ]
 
@@ -137,3 +142,42 @@ class InternalError(PyvirtError):
 
     code = codes.VIR_ERR_INTERNAL_ERROR
     domain = codes.VIR_FROM_NONE
+
+
+# --- the QEMU monitor (QMP) ------------------------------------------------------------------------
+
+class MonitorError(OperationFailed):
+    """The QMP monitor of a QEMU process failed; the message names the monitor and the command."""
+
+
+class MonitorStateError(MonitorError):
+    """A monitor call made in the wrong state (not connected yet, closing, already connected)."""
+
+    code = codes.VIR_ERR_OPERATION_INVALID
+
+
+class MonitorDisconnected(MonitorError):
+    """The monitor connection ended (QEMU exited or crashed, or pyvirt closed it) during a call."""
+
+
+class MonitorTimeout(MonitorError):
+    """QEMU did not answer in time (hung, stopped, or busy); the connection itself stays up."""
+
+    code = codes.VIR_ERR_OPERATION_TIMEOUT
+
+
+class MonitorCommandError(MonitorError):
+    """QEMU answered a command with an error; ``qmp_class`` and ``qmp_desc`` are QEMU's own.
+
+    libvirt reports these as internal errors ("unable to execute QEMU command 'x': desc"), so the
+    code is the same for callers that test it, though the fault is usually the request's.
+    """
+
+    code = codes.VIR_ERR_INTERNAL_ERROR
+
+    def __init__(self, message: str, *, command: str, qmp_class: str, qmp_desc: str,
+                 **kw: int) -> None:
+        super().__init__(message, **kw)
+        self.command = command
+        self.qmp_class = qmp_class
+        self.qmp_desc = qmp_desc
