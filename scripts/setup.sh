@@ -26,10 +26,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "${1:-}" = "--test" ] && ! getent passwd libvirt-qemu >/dev/null; then
-    # libvirt's embedded QEMU driver (the oracle) runs guests as this account.
-    useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
-        --user-group libvirt-qemu
+if [ "${1:-}" = "--test" ]; then
+    # libvirt-qemu: libvirt's embedded QEMU driver (the oracle) runs guests as this account.
+    # pyvirt-test-qemu: an unprivileged QEMU user for the security tests; made here, once, so that
+    # parallel test workers never race to create it.
+    getent passwd libvirt-qemu >/dev/null || useradd --system --no-create-home \
+        --home-dir /var/lib/libvirt --shell /usr/sbin/nologin --user-group libvirt-qemu
+    getent passwd pyvirt-test-qemu >/dev/null || useradd --system --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin --user-group pyvirt-test-qemu
 fi
 
 stamp=.venv/.pyvirt-setup

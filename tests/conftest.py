@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,3 +20,17 @@ def libvirt_embed(tmp_path: Path) -> LibvirtEmbed:
     if not libvirt_available():
         pytest.fail("libvirt 9.0 (virsh) is missing: run scripts/setup.sh --test")
     return LibvirtEmbed.create(tmp_path / "libvirt-root")
+
+
+@pytest.fixture
+def embed_root() -> Iterator[Path]:
+    """A short, fresh path for a pyvirt embed root (not created).
+
+    Monitor sockets live below the root and a UNIX socket path holds at most 107 bytes, so an embed
+    root may be at most 46 bytes long: pytest's own tmp_path is often longer.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="pv-", dir="/tmp"))
+    try:
+        yield parent / "r"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)

@@ -70,6 +70,9 @@ class virConnect:  # noqa: N801 - libvirt-python's name
             raise OperationInvalid("this connection is closed; open a new one")
         return self._driver
 
+    def _check_open(self) -> None:
+        self.driver  # noqa: B018 - raises on a closed connection
+
     def close(self) -> int:
         if self._driver is not None:
             _registry.release(self._driver)
@@ -86,22 +89,22 @@ class virConnect:  # noqa: N801 - libvirt-python's name
         return 0
 
     def getURI(self) -> str:  # noqa: N802
-        self.driver
+        self._check_open()
         return self._uri.raw
 
     def getType(self) -> str:  # noqa: N802
-        self.driver
+        self._check_open()
         return "QEMU"
 
     def getVersion(self) -> int:  # noqa: N802
         return self.driver.hypervisor_version()
 
     def getLibVersion(self) -> int:  # noqa: N802
-        self.driver
+        self._check_open()
         return LIBVIRT_COMPAT_VERSION
 
     def getHostname(self) -> str:  # noqa: N802
-        self.driver
+        self._check_open()
         return host_name()
 
     def getCapabilities(self) -> str:  # noqa: N802
