@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""pyvirsh as a user runs it: separate processes, real QEMU, libvirt 9.0 as the oracle."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from oracle import LibvirtEmbed
+
+PYVIRSH = str(Path(sys.executable).with_name("pyvirsh"))
+SCHEMAS = Path("/usr/share/libvirt/schemas")
+
+
+def pyvirsh(*args: str, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "PYVIRT_DEFAULT_URI"}
+    full_env.update(env or {})
+    proc = subprocess.run([PYVIRSH, *args], capture_output=True, text=True, env=full_env, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def embed(root: Path) -> str:
+    return f"qemu:///embed?root={root}"
+
+
+def relaxng(name: str) -> etree.RelaxNG:
+    return etree.RelaxNG(etree.parse(str(SCHEMAS / name)))
+
+
+def test_uri_and_tree(embed_root: Path) -> None:
+    root = embed_root
+    assert pyvirsh("-c", embed(root), "uri").stdout == embed(root) + "\n"
+    for rel in ("etc/qemu", "etc/pki/qemu", "log/qemu", "log/swtpm", "run/qemu", "run/swtpm",
+                "cache/qemu", "lib/qemu", "lib/swtpm"):
+        assert (root / rel).is_dir(), rel
+
+
+def test_default_uri_from_environment(embed_root: Path) -> None:
+    uri = embed(embed_root)
+    assert pyvirsh("uri", env={"PYVIRT_DEFAULT_URI": uri}).stdout == uri + "\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the default for root is qemu:///system")
+def test_default_uri_for_root_is_system(tmp_path: Path) -> None:
+    out = pyvirsh("uri", env={"PYVIRT_PREFIX": str(tmp_path)}).stdout
+    assert out == "qemu:///system\n"
+    assert (tmp_path / "run" / "pyvirt" / "qemu").is_dir()
+    assert (tmp_path / "etc" / "pyvirt" / "qemu").is_dir()
+
+
+def test_version_reports_the_probed_qemu(embed_root: Path) -> None:
+    out = pyvirsh("-c", embed(embed_root), "version").stdout.splitlines()
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\d+)\.(\d+)\.(\d+)", qemu)
+    assert m
+    assert out == ["Compiled against library: libvirt 9.0.0", "Using library: libvirt 9.0.0",
+                   "Using API: QEMU 9.0.0", f"Running hypervisor: QEMU {'.'.join(m.groups())}"]
+    assert pyvirsh("--version").stdout == "9.0.0\n"
+
+
+@pytest.mark.oracle
+def test_hostname_matches_virsh(embed_root: Path, libvirt_embed: LibvirtEmbed) -> None:
+    theirs = libvirt_embed.virsh("hostname").stdout
+    assert pyvirsh("-c", embed(embed_root), "hostname").stdout == theirs
+
+
+@pytest.mark.slow
+def test_capabilities_validate(embed_root: Path) -> None:
+    uri = embed(embed_root)
+    caps = etree.fromstring(pyvirsh("-c", uri, "capabilities").stdout.encode())
+    relaxng("capability.rng").assertValid(caps)
+    domcaps = etree.fromstring(pyvirsh("-c", uri, "domcapabilities").stdout.encode())
+    relaxng("domaincaps.rng").assertValid(domcaps)
+    i686 = etree.fromstring(pyvirsh("-c", uri, "domcapabilities", "--arch", "i686",
+                                    "--virttype", "qemu", "--machine", "q35").stdout.encode())
+    relaxng("domaincaps.rng").assertValid(i686)
+    assert i686.findtext("arch") == "i686"
+    assert i686.findtext("path") == "/usr/bin/qemu-system-i386"
+    assert i686.findtext("machine", "").startswith("pc-q35-")
+
+
+def test_domcapabilities_bad_arch(embed_root: Path) -> None:
+    proc = pyvirsh("-c", embed(embed_root), "domcapabilities", "--arch", "nosucharch", check=False)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "nosucharch" in proc.stderr
+
+
+@pytest.mark.parametrize("uri, expect", [
+    ("qemu:///embed", "root"),
+    ("qemu:///embed?root=relative/dir", "relative"),
+    ("qemu:///nowhere", "/nowhere"),
+    ("xen:///system", "xen"),
+    ("qemu:///system?bogus=1", "bogus"),
+])
+def test_bad_uri(uri: str, expect: str) -> None:
+    proc = pyvirsh("-c", uri, "uri", check=False)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("error: failed to connect to the hypervisor\nerror: ")
+    assert expect in proc.stderr
+
+
+def test_embed_root_too_long_for_sockets_creates_nothing(embed_root: Path) -> None:
+    tmp_path = embed_root.parent
+    root = tmp_path / ("d" * (100 - len(str(tmp_path))))
+    proc = pyvirsh("-c", embed(root), "uri", check=False)
+    assert proc.returncode == 1
+    assert "108" in proc.stderr
+    assert not root.exists()
+    # One byte under the limit is fine; one over is not.
+    tail = len("/lib/qemu/domain-2147483647-") + 20 + len("/monitor.sock")
+    fits = tmp_path / ("f" * (107 - tail - len(str(tmp_path)) - 1))
+    assert len(str(fits)) + tail == 107
+    assert pyvirsh("-c", embed(fits), "uri").returncode == 0
+    over = Path(str(fits) + "x")
+    assert pyvirsh("-c", embed(over), "uri", check=False).returncode == 1
+    assert not over.exists()
+
+
+def test_bad_qemu_conf_names_file_line_and_key_and_creates_nothing(embed_root: Path) -> None:
+    root = embed_root
+    (root / "etc").mkdir(parents=True)
+    conf = root / "etc" / "qemu.conf"
+    conf.write_text('# test\nuser = "root"\ndynamic_ownership = "yes"\n')
+    proc = pyvirsh("-c", embed(root), "uri", check=False)
+    assert proc.returncode == 1
+    assert f"{conf}:3" in proc.stderr
+    assert "dynamic_ownership" in proc.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["etc"]
+    assert sorted(p.name for p in (root / "etc").iterdir()) == ["qemu.conf"]
+
+
+HOLDER = """
+import sys, pyvirt.connection as c
+conn = c.open(sys.argv[1]); print("open", flush=True); sys.stdin.read(); conn.close()
+"""
+
+
+def test_root_in_use_by_another_process(embed_root: Path) -> None:
+    uri = embed(embed_root)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, uri], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        proc = pyvirsh("-c", uri, "uri", check=False)
+        assert proc.returncode == 1
+        assert f"in use by pid {holder.pid}" in proc.stderr
+    finally:
+        holder.communicate("")
+    assert pyvirsh("-c", uri, "uri").stdout == uri + "\n"
+
+
+def test_same_process_shares_the_driver(embed_root: Path) -> None:
+    import pyvirt.connection as libvirt
+
+    uri = embed(embed_root)
+    first = libvirt.open(uri)
+    second = libvirt.open(uri)
+    assert first.driver is second.driver
+    first.close()
+    assert second.getURI() == uri
+    second.close()
+    third = libvirt.open(uri)  # the lock was released with the last connection
+    third.close()
+
+
+def test_unknown_command() -> None:
+    proc = pyvirsh("frobnicate", check=False)
+    assert proc.returncode == 1
+    assert "unknown command: 'frobnicate'" in proc.stderr
