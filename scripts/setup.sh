@@ -45,3 +45,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     .venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
     echo "$want" > "$stamp"
 fi
+
+# Byte-compile pyvirt once, so that start-up stays fast even where PYTHONDONTWRITEBYTECODE is set
+# (only stale files are compiled again).
+.venv/bin/python -m compileall -q src/pyvirt >/dev/null

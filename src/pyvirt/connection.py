@@ -8,7 +8,6 @@ libvirt's embedded driver does.
 
 from __future__ import annotations
 
-import socket
 import threading
 
 from pyvirt.errors import NotSupported, OperationInvalid
@@ -124,6 +123,8 @@ class virConnect:  # noqa: N801 - libvirt-python's name
 
 def host_name() -> str:
     """The host's name as libvirt reports it: the canonical name when the short one resolves."""
+    import socket  # not at module level: only this call needs it, and every pyvirsh run loads us
+
     name = socket.gethostname()
     if name.startswith("localhost") or "." in name:
         return name

@@ -23,11 +23,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
-from urllib.parse import quote, unquote_to_bytes
+from typing import Literal, NamedTuple
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import InvalidURIError, NoConnectError
@@ -103,9 +101,12 @@ _USAGE = ("expected driver[+transport]://[user@][host][:port]/path[?param=value&
           "e.g. qemu:///system")
 
 
-@dataclass(frozen=True)
-class ConnectURI:
-    """A parsed and validated QEMU connection URI; build it with :func:`parse_uri`."""
+class ConnectURI(NamedTuple):
+    """A parsed and validated QEMU connection URI; build it with :func:`parse_uri`.
+
+    A NamedTuple rather than a dataclass: every pyvirsh run parses a URI, and the dataclasses module
+    alone costs several milliseconds of start-up.
+    """
 
     raw: str
     driver: str
@@ -116,7 +117,11 @@ class ConnectURI:
     port: int | None
     path: str
     #: Percent-decoded values keyed by lower-case name (libvirt matches names case-insensitively).
-    params: Mapping[str, str] = field(hash=False)
+    params: Mapping[str, str]
+
+    def __hash__(self) -> int:
+        # The mapping is read-only but not hashable itself.
+        return hash((self.raw, tuple(self.params.items())))
 
     @property
     def instance(self) -> Literal["system", "session", "embed"]:
@@ -168,6 +173,8 @@ class ConnectURI:
         if "name" in self.params:
             return self.params["name"]
         if self.instance == "embed":
+            from urllib.parse import quote
+
             return f"{self.driver}:///embed?root={quote(os.fsencode(self.params['root']), safe='/')}"
         return f"{self.driver}://{self.path}"
 
@@ -181,6 +188,11 @@ def _decode(uri: str, part: str, what: str) -> str:
     if bad is not None:
         raise _fail(uri, f"bad percent-escape '{part[bad.start():bad.start() + 3]}' in the {what}; "
                          "write '%' itself as %25")
+    if "%" not in part:
+        return part
+    # Imported here: urllib.parse costs ~2 ms and most URIs have nothing to decode.
+    from urllib.parse import unquote_to_bytes
+
     # surrogateescape keeps bytes that are not UTF-8 (a root directory may hold any bytes).
     return unquote_to_bytes(part).decode("utf-8", "surrogateescape")
 

@@ -7,24 +7,24 @@ imports what it needs. The command table below is the single place a command is 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 if TYPE_CHECKING:
+    import argparse
+
     from pyvirt.connection import virConnect
 
-CommandFn = Callable[["virConnect", argparse.Namespace, TextIO], int]
+CommandFn = Callable[["virConnect", "argparse.Namespace", TextIO], int]
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     name: str
     summary: str
     run: CommandFn
-    options: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    #: adds the command's own options to its parser; None for a command that takes none
+    options: Callable[[argparse.ArgumentParser], None] | None = None
 
 
 def _cmd_uri(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
@@ -95,22 +95,58 @@ def _help(out: TextIO) -> None:
     out.write("\n  (specify help <command> for details about the command)\n")
 
 
-def _global_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyvirsh", add_help=False)
-    parser.add_argument("-c", "--connect", metavar="URI")
-    parser.add_argument("-r", "--readonly", action="store_true")
-    parser.add_argument("-q", "--quiet", action="store_true")
-    parser.add_argument("-h", "--help", action="store_true")
-    parser.add_argument("-v", "--version", action="store_true")
-    parser.add_argument("command", nargs="?")
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
+class GlobalOptions(NamedTuple):
+    connect: str | None
+    readonly: bool
+    quiet: bool
+    help: bool
+    version: bool
+    command: str | None
+    args: list[str]
+
+
+class UsageError(Exception):
+    pass
+
+
+_FLAGS = {"-r": "readonly", "--readonly": "readonly", "-q": "quiet", "--quiet": "quiet",
+          "-h": "help", "--help": "help", "-v": "version", "--version": "version"}
+
+
+def parse_global(argv: Sequence[str]) -> GlobalOptions:
+    """virsh's options before the command; by hand, since argparse alone costs a few ms a run."""
+    flags = dict.fromkeys(_FLAGS.values(), False)
+    connect = None
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg in ("-c", "--connect"):
+            if i + 1 >= len(argv):
+                raise UsageError(f"option '{arg}' requires an argument")
+            connect = argv[i + 1]
+            i += 1
+        elif arg.startswith("--connect="):
+            connect = arg.partition("=")[2]
+        elif arg.startswith("-c") and len(arg) > 2:
+            connect = arg[2:]
+        elif arg in _FLAGS:
+            flags[_FLAGS[arg]] = True
+        else:
+            raise UsageError(f"unsupported option '{arg}'. See --help.")
+        i += 1
+    command = argv[i] if i < len(argv) else None
+    return GlobalOptions(connect, flags["readonly"], flags["quiet"], flags["help"], flags["version"],
+                         command, list(argv[i + 1:]))
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    opts = _global_parser().parse_args(argv)
+    try:
+        opts = parse_global(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return 1
     if opts.version:
         from pyvirt.connection import getVersion
 
@@ -126,7 +162,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     if command is None:
         err.write(f"error: unknown command: '{opts.command}'\n")
         return 1
-    args = _command_parser(command).parse_args(opts.args)
+    args = _command_args(command, opts.args)
 
     from pyvirt.errors import PyvirtError
 
@@ -148,9 +184,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
 
 
 def _command_parser(command: Command) -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog=f"pyvirsh {command.name}", description=command.summary)
-    command.options(parser)
+    if command.options is not None:
+        command.options(parser)
     return parser
+
+
+def _command_args(command: Command, args: list[str]) -> argparse.Namespace:
+    if command.options is None and not args:
+        from types import SimpleNamespace
+
+        return SimpleNamespace()  # type: ignore[return-value]
+    return _command_parser(command).parse_args(args)
 
 
 if __name__ == "__main__":

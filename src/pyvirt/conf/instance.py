@@ -23,9 +23,8 @@ import errno
 import fcntl
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pyvirt.errors import OperationFailed, OperationInvalid
 
@@ -35,8 +34,7 @@ InstanceKind = Literal["system", "session", "embed"]
 MONITOR_SOCKET_NAME = "monitor.sock"
 
 
-@dataclass(frozen=True)
-class InstancePaths:
+class InstancePaths(NamedTuple):
     """Every directory one driver instance reads or writes."""
 
     kind: InstanceKind

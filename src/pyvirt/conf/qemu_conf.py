@@ -27,10 +27,9 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyvirt.conf.syntax import ConfFile, ConfValue, parse_conf, read_conf
 from pyvirt.errors import ConfigError
@@ -90,14 +89,36 @@ def _ids_of_caller(kind: str) -> str:
     return f"+{os.getuid()}" if kind == "user" else f"+{os.getgid()}"
 
 
+class _Field:
+    """One attribute of :class:`QemuConf`: a qemu.conf key (``kind`` set) or what loading found."""
+
+    __slots__ = ("name", "kind", "doc", "choices", "default")
+
+    def __init__(self, kind: Kind | None, doc: str, default: Any, choices: tuple[str, ...]) -> None:
+        self.name = ""
+        self.kind = kind
+        self.doc = doc
+        self.default = default
+        self.choices = choices
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: QemuConf | None, owner: type) -> Any:
+        if obj is None:
+            return self
+        return obj._values[self.name]
+
+
 def _key(kind: Kind, doc: str, default: Any = None, *, choices: tuple[str, ...] = ()) -> Any:
-    system_default = default.system if isinstance(default, _Privileged) else default
-    return field(default=system_default,
-                 metadata={"kind": kind, "doc": doc, "choices": choices, "default": default})
+    return _Field(kind, doc, default, choices)
 
 
-@dataclass(frozen=True)
-class KeyInfo:
+def _loaded(default: Any) -> Any:
+    return _Field(None, "", default, ())
+
+
+class KeyInfo(NamedTuple):
     name: str
     kind: Kind
     doc: str
@@ -117,9 +138,50 @@ _TLS_VERIFY = "Require client certificates; None inherits default_tls_x509_verif
 _TLS_SECRET = "UUID of the secret decrypting server-key.pem; None inherits the default one."
 
 
-@dataclass(frozen=True)
 class QemuConf:
-    """The QEMU driver configuration: one field per qemu.conf key, plus what loading reported."""
+    """The QEMU driver configuration: one field per qemu.conf key, plus what loading reported.
+
+    Read-only. A hand-made record rather than a dataclass: generating a dataclass of ~100 fields
+    costs milliseconds at import, and every pyvirsh run imports this module.
+    """
+
+    __slots__ = ("_values",)
+    _values: dict[str, Any]
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"QemuConf has no field {', '.join(sorted(unknown))}")
+        full = {}
+        for name, fld in _FIELDS.items():
+            if name in values:
+                full[name] = values[name]
+            else:
+                default = fld.default.system if isinstance(fld.default, _Privileged) else fld.default
+                full[name] = default
+        object.__setattr__(self, "_values", full)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"QemuConf is read-only: cannot set '{name}'; use replace()")
+
+    def replace(self, **changes: Any) -> QemuConf:
+        return QemuConf(**{**self._values, **changes})
+
+    def _compared(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values.items() if k != "lines"}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QemuConf):
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._compared().items()))
+
+    def __repr__(self) -> str:
+        changed = ", ".join(f"{k}={v!r}" for k, v in self._values.items()
+                            if k in SCHEMA and v != _FIELDS[k].default)
+        return f"QemuConf(path={self.path!r}, {changed})"
 
     default_tls_x509_cert_dir: str = _key(Kind.STR, "Default directory of TLS x509 certificates.",
                                           "/etc/pki/qemu")
@@ -259,22 +321,23 @@ class QemuConf:
                                                               "missing (testing only).", ())
 
     # What loading found; not qemu.conf keys.
-    path: str | None = None
-    privileged: bool = True
+    path: str | None = _loaded(None)
+    privileged: bool = _loaded(True)
     #: Keys pyvirt does not know, with their line numbers; they are ignored, as libvirt does.
-    unknown_keys: tuple[tuple[str, int], ...] = ()
+    unknown_keys: tuple[tuple[str, int], ...] = _loaded(())
     #: Messages for the caller to show (unknown, repeated and obsolete keys), "file:line: ...".
-    warnings: tuple[str, ...] = ()
-    #: The line each key read from the file is on, for errors found after loading.
-    lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), hash=False,
-                                     compare=False)
+    warnings: tuple[str, ...] = _loaded(())
+    #: The line each key read from the file is on, for errors found after loading (not compared).
+    lines: Mapping[str, int] = _loaded(MappingProxyType({}))
 
+
+_FIELDS: dict[str, _Field] = {name: value for name, value in vars(QemuConf).items()
+                              if isinstance(value, _Field)}
 
 #: The schema table, in qemu.conf order.
 SCHEMA: Mapping[str, KeyInfo] = MappingProxyType({
-    f.name: KeyInfo(f.name, f.metadata["kind"], f.metadata["doc"], f.metadata["choices"],
-                    f.metadata["default"])
-    for f in fields(QemuConf) if "kind" in f.metadata
+    name: KeyInfo(name, fld.kind, fld.doc, fld.choices, fld.default)
+    for name, fld in _FIELDS.items() if fld.kind is not None
 })
 
 #: Keys libvirt 9.0 still accepts but no longer uses: (type libvirt checks or None, why ignored).
@@ -449,7 +512,7 @@ def load_qemu_conf(path: Path, *, privileged: bool) -> QemuConf:
     try:
         conf = read_conf(path)
     except FileNotFoundError:
-        return replace(qemu_conf_from(parse_conf("", str(path)), privileged=privileged), path=None)
+        return qemu_conf_from(parse_conf("", str(path)), privileged=privileged).replace(path=None)
     except OSError as e:
         raise ConfigError(f"cannot read the file: {e.strerror}", path=str(path)) from e
     return qemu_conf_from(conf, privileged=privileged)

@@ -25,7 +25,6 @@ reads it as empty.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
@@ -47,8 +46,7 @@ class Setting(NamedTuple):
     line: int
 
 
-@dataclass(frozen=True)
-class Duplicate:
+class Duplicate(NamedTuple):
     """A repeated key: the assignment on ``line`` is ignored in favour of the one on ``first_line``."""
 
     key: str
