@@ -6,7 +6,6 @@ never send."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import socket
@@ -16,7 +15,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pyvirt.rpc import procedures
@@ -35,21 +33,10 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 _START_TIMEOUT = 30.0
 
 
-def _load_rpc_conftest() -> ModuleType:
-    # tests/rpc/conftest.py holds the private-libvirtd machinery; loaded under a name of its
-    # own, since every conftest module is called "conftest".
-    path = Path(__file__).parent.parent / "rpc" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("pyvirt_tests_rpc_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+import libvirtd_oracle as rpc_conftest  # noqa: E402
 
-
-rpc_conftest = _load_rpc_conftest()
 Libvirtd = rpc_conftest.Libvirtd
-free_port = rpc_conftest._free_port
+free_port = rpc_conftest.free_port
 
 
 @dataclass
@@ -128,7 +115,7 @@ def start_pyvirtd(root: Path, *, config: str | None = None, listen: bool = False
         proc = subprocess.Popen(pyvirtd_command(*argv), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=stderr,
                                 env={**os.environ, **(env or {})},
-                                preexec_fn=rpc_conftest._die_with_parent)
+                                preexec_fn=rpc_conftest.die_with_parent)
     daemon = Pyvirtd(root, proc, port, stderr_path)
     if wait:
         try:

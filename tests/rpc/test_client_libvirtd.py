@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, Libvirtd
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
@@ -35,6 +34,8 @@ from pyvirt.rpc.protocol import (
     encode_message,
     remote_error_record,
 )
+
+from libvirtd_oracle import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, Libvirtd
 
 T = TypeVar("T")
 NOSUCH = "pyvirt-nosuch"

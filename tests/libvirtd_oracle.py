@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Tests' oracle: a real libvirtd 9.0 on private sockets, fully private from the host's libvirt.
+
+libvirtd running as root is "privileged": its QEMU driver uses fixed system paths (/run/libvirt,
+/var/lib/libvirt, /var/cache/libvirt, /etc/libvirt) whatever its config says, and takes a lock
+(/run/libvirt/qemu/driver.pid) that a second daemon -- another xdist worker, or a libvirtd the host
+already runs -- would collide with. So each daemon runs in its own mount namespace
+(``unshare --mount --propagation private``) where:
+
+* /run/libvirt and /var/lib/libvirt (and /var/log/libvirt if present) are fresh tmpfs;
+* /etc/libvirt is a bind mount of a private directory holding only our qemu.conf, so no host
+  network, storage pool or nwfilter definition is read and nothing autostarts;
+* /var/cache/libvirt is a bind mount of a persistent per-worker directory, so QEMU's capabilities
+  are probed once per machine rather than once per session (libvirt revalidates the cache itself);
+* ``LIBVIRT_DRIVER_DIR`` points at a directory holding only the QEMU driver module, so the network,
+  nwfilter, nodedev, interface, storage and secret drivers never load and never touch the host.
+
+qemu.conf runs QEMU as root so that libvirt's check of /dev/kvm for the QEMU user passes and the
+cached capabilities stay valid (with the default user, libvirt re-probes on every
+getCapabilities, taking seconds). The sockets, pid file and log are in a short /tmp directory (a
+UNIX socket path must stay under 108 bytes). The daemon is stopped with SIGTERM (SIGKILL after a
+grace period) even when a test fails -- and by the kernel if pytest itself is killed -- and
+its namespace and mounts vanish with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LIBVIRTD = "/usr/sbin/libvirtd"
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-libvirt is built for this interpreter
+_DRIVER_GLOB = "/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so"
+_START_TIMEOUT = 30.0
+
+_NAMESPACE_SCRIPT = r"""
+set -eu
+mount -t tmpfs -o mode=0755 pyvirt-test /run/libvirt
+mount -t tmpfs -o mode=0755 pyvirt-test /var/lib/libvirt
+if [ -d /var/log/libvirt ]; then mount -t tmpfs -o mode=0755 pyvirt-test /var/log/libvirt; fi
+mount --bind "$PYVIRT_LVD_CACHE" /var/cache/libvirt
+mount --bind "$PYVIRT_LVD_ETC" /etc/libvirt
+exec "$PYVIRT_LVD_BIN" --listen --config "$PYVIRT_LVD_CONF" --pid-file "$PYVIRT_LVD_PID"
+"""
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG survives exec: if pytest is killed outright, the kernel stops the daemon,
+    # so no libvirtd outlives its test run.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Libvirtd:
+    """One running private libvirtd."""
+
+    root: Path
+    tcp_port: int
+    proc: subprocess.Popen[bytes]
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def socket(self) -> str:
+        return str(self.root / "libvirt-sock")
+
+    @property
+    def socket_ro(self) -> str:
+        return str(self.root / "libvirt-sock-ro")
+
+    @property
+    def log(self) -> Path:
+        return self.root / "libvirtd.log"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def uri(self, transport: str = "unix", *, readonly: bool = False) -> str:
+        if transport == "tcp":
+            return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
+        sock = self.socket_ro if readonly else self.socket
+        return f"qemu+unix:///system?socket={sock}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a test may have frozen it
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def oracle(self, script: str, *, uri: str | None = None, timeout: float = 120) -> Any:
+        """Run ``script`` with Debian's libvirt-python; ``conn`` is open to this daemon and the
+        script assigns ``result``, which comes back through JSON."""
+        prog = ("import json, sys, libvirt\n"
+                "libvirt.registerErrorHandler(lambda *a: None, None)\n"
+                "conn = libvirt.open(sys.argv[1])\n"
+                f"{script}\n"
+                "conn.close()\n"
+                "print(json.dumps(result))\n")
+        out = subprocess.run([SYSTEM_PYTHON, "-c", prog, uri or self.uri()], capture_output=True,
+                             text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise AssertionError(f"libvirt-python oracle failed:\n{out.stderr}")
+        return json.loads(out.stdout)
+
+
+def _cache_dir() -> Path:
+    # One cache per xdist worker: concurrent daemons never write the same files.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = base / "pyvirt" / "libvirtd-test-cache" / worker
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_libvirtd(**config: str) -> Libvirtd:
+    """Start a private libvirtd; ``config`` adds libvirtd.conf settings (values written raw)."""
+    drivers = sorted(glob.glob(_DRIVER_GLOB))
+    if not os.path.exists(LIBVIRTD) or not drivers or shutil.which("unshare") is None:
+        pytest.fail("libvirtd 9.0 is missing: run scripts/setup.sh --test")
+    if os.geteuid() != 0:
+        pytest.skip("a private libvirtd needs root (mount namespace)")
+    root = Path(tempfile.mkdtemp(prefix="pyvirt-lvd-", dir="/tmp"))
+    (root / "drivers").mkdir()
+    os.symlink(drivers[0], root / "drivers" / "libvirt_driver_qemu.so")
+    etc = root / "etc"
+    etc.mkdir()
+    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\n')
+    port = _free_port()
+    settings = {
+        "unix_sock_dir": f'"{root}"',
+        "unix_sock_rw_perms": '"0700"',
+        "auth_unix_rw": '"none"',
+        "auth_unix_ro": '"none"',
+        "listen_tls": "0",
+        "listen_tcp": "1",
+        "listen_addr": '"127.0.0.1"',
+        "tcp_port": f'"{port}"',
+        "auth_tcp": '"none"',
+        "log_outputs": f'"3:file:{root}/libvirtd.log"',
+        **config,
+    }
+    conf = root / "libvirtd.conf"
+    conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(root),
+        "LIBVIRT_DRIVER_DIR": str(root / "drivers"),
+        "PYVIRT_LVD_CACHE": str(_cache_dir()),
+        "PYVIRT_LVD_ETC": str(etc),
+        "PYVIRT_LVD_BIN": LIBVIRTD,
+        "PYVIRT_LVD_CONF": str(conf),
+        "PYVIRT_LVD_PID": str(root / "libvirtd.pid"),
+    }
+    with open(root / "stderr.txt", "wb") as stderr:
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
+                                 "/bin/sh", "-c", _NAMESPACE_SCRIPT],
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, preexec_fn=_die_with_parent)
+    daemon = Libvirtd(root, port, proc, settings)
+    try:
+        _wait_ready(daemon)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
+
+
+def _wait_ready(daemon: Libvirtd) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if daemon.proc.poll() is not None:
+            err = (daemon.root / "stderr.txt").read_text(errors="replace")
+            raise AssertionError(f"libvirtd exited with {daemon.proc.returncode}:\n{err}\n"
+                                 f"{daemon.log_tail()}")
+        if os.path.exists(daemon.socket) and _tcp_listening(daemon.tcp_port):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"libvirtd did not listen within {_START_TIMEOUT} s:\n{daemon.log_tail()}")
+
+
+def _tcp_listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+#: Keepalive settings of the shared daemon: short, so a client that does not answer PINGs is
+#: dropped within seconds (libvirtd's default is 5 s x 5).
+KEEPALIVE_INTERVAL = 1
+KEEPALIVE_COUNT = 3
+
+free_port = _free_port
+die_with_parent = _die_with_parent
