@@ -178,3 +178,37 @@ def test_unknown_command() -> None:
     proc = pyvirsh("frobnicate", check=False)
     assert proc.returncode == 1
     assert "unknown command: 'frobnicate'" in proc.stderr
+
+
+def test_unknown_qemu_conf_key_is_reported_not_fatal(embed_root: Path) -> None:
+    (embed_root / "etc").mkdir(parents=True)
+    conf = embed_root / "etc" / "qemu.conf"
+    conf.write_text('user = "root"\nvnc_lisen = "0.0.0.0"\n')
+    proc = pyvirsh("-c", embed(embed_root), "uri")
+    assert proc.stdout == embed(embed_root) + "\n"
+    assert f"{conf}:2: unknown key 'vnc_lisen'" in proc.stderr
+    assert "vnc_listen" in proc.stderr  # the suggestion
+
+
+def test_session_instance_lives_in_xdg_dirs(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_RUNTIME_DIR": str(tmp_path / "rt")}
+    assert pyvirsh("-c", "qemu:///session", "uri", env=env).stdout == "qemu:///session\n"
+    assert (tmp_path / "cfg" / "pyvirt" / "qemu").is_dir()
+    assert (tmp_path / "cache" / "pyvirt" / "qemu" / "cache").is_dir()
+    assert (tmp_path / "rt" / "pyvirt" / "qemu" / "run").is_dir()
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to an unprivileged user")
+def test_system_instance_needs_root(tmp_path: Path) -> None:
+    # Debian's python3 and pyvirt's source tree, since the venv's interpreter may live under a
+    # home directory that 'nobody' cannot enter; this path imports nothing outside pyvirt.
+    prefix = tmp_path / "prefix"
+    src = Path(__file__).resolve().parents[2] / "src"
+    proc = subprocess.run(["/usr/bin/python3", "-m", "pyvirt.cli.pyvirsh", "-c", "qemu:///system", "uri"],
+                          capture_output=True, text=True, user="nobody", group="nogroup", extra_groups=[],
+                          env={"PYVIRT_PREFIX": str(prefix), "PYTHONPATH": str(src)}, cwd="/")
+    assert proc.returncode == 1
+    assert "needs root" in proc.stderr and "qemu:///session" in proc.stderr
+    assert not prefix.exists()
