@@ -38,6 +38,7 @@ class LibvirtEmbed:
             f'stdio_handler = "file"\nuser = "{user}"\ngroup = "{group}"\n')
         return cls(root)
 
-    def virsh(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([VIRSH, "-q", "-c", self.uri, *args], capture_output=True, text=True,
-                              check=check, timeout=timeout)
+    def virsh(self, *args: str, check: bool = True, timeout: float = 120,
+              quiet: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VIRSH, *(["-q"] if quiet else []), "-c", self.uri, *args],
+                              capture_output=True, text=True, check=check, timeout=timeout)

@@ -9,10 +9,19 @@ libvirt's embedded driver does.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from pyvirt.errors import NotSupported, OperationInvalid
 from pyvirt.qemu.driver import QemuDriver
 from pyvirt.uri import ConnectURI, default_uri, parse_uri
+
+if TYPE_CHECKING:
+    from pyvirt.xml.domain import Domain
+
+# libvirt-python's constants for what this module supports
+VIR_DOMAIN_XML_SECURE = 1
+VIR_DOMAIN_XML_INACTIVE = 2
+VIR_DOMAIN_DEFINE_VALIDATE = 1
 
 #: The libvirt release whose API and behaviour pyvirt follows; reported as the library version so
 #: that clients enable the same features they would against that libvirt.
@@ -114,6 +123,35 @@ class virConnect:  # noqa: N801 - libvirt-python's name
                               flags: int = 0) -> str:
         return self.driver.domain_capabilities_xml(emulatorbin, arch, machine, virttype)
 
+    # -- domains ----------------------------------------------------------------------------------
+
+    def _check_writable(self, what: str) -> None:
+        if self._readonly:
+            from pyvirt.errors import PyvirtError, codes
+
+            raise PyvirtError(f"operation forbidden: read only access prevents {what}",
+                              code=codes.VIR_ERR_OPERATION_DENIED, domain=codes.VIR_FROM_NONE)
+
+    def defineXML(self, xml: str) -> virDomain:  # noqa: N802
+        return self.defineXMLFlags(xml, 0)
+
+    def defineXMLFlags(self, xml: str, flags: int = 0) -> virDomain:  # noqa: N802
+        self._check_writable("virDomainDefineXMLFlags")
+        dom = self.driver.define_xml(xml, validate=bool(flags & VIR_DOMAIN_DEFINE_VALIDATE))
+        return virDomain(self, dom)
+
+    def lookupByName(self, name: str) -> virDomain:  # noqa: N802
+        return virDomain(self, self.driver.domains.get(name))
+
+    def lookupByUUIDString(self, uuid: str) -> virDomain:  # noqa: N802
+        return virDomain(self, self.driver.domains.get_by_uuid(uuid))
+
+    def listDefinedDomains(self) -> list[str]:  # noqa: N802
+        return self.driver.domains.names()
+
+    def numOfDefinedDomains(self) -> int:  # noqa: N802
+        return len(self.driver.domains.names())
+
     def __enter__(self) -> virConnect:
         return self
 
@@ -153,3 +191,48 @@ def open(name: str | None = None) -> virConnect:  # noqa: A001 - libvirt-python'
 
 def openReadOnly(name: str | None = None) -> virConnect:  # noqa: N802
     return _open(name, readonly=True)
+
+
+class virDomain:  # noqa: N801 - libvirt-python's name
+    """A defined domain, seen through one connection (libvirt-python's ``virDomain``)."""
+
+    def __init__(self, conn: virConnect, dom: Domain) -> None:
+        self._conn = conn
+        self._name = dom.name or ""
+        self._uuid = dom.uuid or ""
+
+    def _current(self) -> Domain:
+        # Look the definition up again: another handle may have redefined or undefined it.
+        return self._conn.driver.domains.get_by_uuid(self._uuid)
+
+    def connect(self) -> virConnect:
+        return self._conn
+
+    def name(self) -> str:
+        return self._name
+
+    def UUIDString(self) -> str:  # noqa: N802
+        return self._uuid
+
+    def UUID(self) -> bytes:  # noqa: N802
+        return bytes.fromhex(self._uuid.replace("-", ""))
+
+    def ID(self) -> int:  # noqa: N802
+        return -1  # not running: the lifecycle gives ids
+
+    def isActive(self) -> int:  # noqa: N802
+        return 0
+
+    def isPersistent(self) -> int:  # noqa: N802
+        return 1
+
+    def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
+        return self._current().to_xml(inactive=True, secure=bool(flags & VIR_DOMAIN_XML_SECURE))
+
+    def undefine(self) -> int:
+        return self.undefineFlags(0)
+
+    def undefineFlags(self, flags: int = 0) -> int:  # noqa: N802
+        self._conn._check_writable("virDomainUndefineFlags")
+        self._conn.driver.domains.undefine(self._current().name or self._name)
+        return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 if TYPE_CHECKING:
     import argparse
@@ -76,12 +76,88 @@ def _domcapabilities_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--machine", help="machine type (/domain/os/type/@machine)")
 
 
+class CommandFailed(Exception):
+    """A command's own failure, printed as virsh prints it: 'error: ...' lines."""
+
+
+def _lookup(conn: virConnect, name: str) -> Any:
+    """A domain as virsh finds it: by UUID when the argument looks like one, else by name."""
+    from pyvirt.errors import PyvirtError
+
+    try:
+        if len(name) == 36 and name.count("-") == 4:
+            try:
+                return conn.lookupByUUIDString(name)
+            except PyvirtError:
+                pass
+        return conn.lookupByName(name)
+    except PyvirtError:
+        raise CommandFailed(f"failed to get domain '{name}'") from None
+
+
+def _cmd_define(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    from pyvirt.connection import VIR_DOMAIN_DEFINE_VALIDATE
+    from pyvirt.errors import PyvirtError
+
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            xml = f.read()
+    except OSError as exc:
+        raise CommandFailed(f"Failed to open file '{args.file}': {exc.strerror}") from None
+    try:
+        dom = conn.defineXMLFlags(xml, VIR_DOMAIN_DEFINE_VALIDATE if args.validate else 0)
+    except PyvirtError as exc:
+        raise CommandFailed(f"Failed to define domain from {args.file}\nerror: {exc}") from None
+    out.write(f"Domain '{dom.name()}' defined from {args.file}\n\n")
+    return 0
+
+
+def _define_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="file containing an XML domain description")
+    parser.add_argument("--validate", action="store_true", help="validate the XML against the schema")
+
+
+def _cmd_dumpxml(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    from pyvirt.connection import VIR_DOMAIN_XML_INACTIVE, VIR_DOMAIN_XML_SECURE
+
+    flags = (VIR_DOMAIN_XML_INACTIVE if args.inactive else 0) | (
+        VIR_DOMAIN_XML_SECURE if args.security_info else 0)
+    out.write(_lookup(conn, args.domain).XMLDesc(flags) + "\n")  # virsh adds a blank line
+    return 0
+
+
+def _dumpxml_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", help="domain name or uuid")
+    parser.add_argument("--inactive", action="store_true", help="show inactive defined XML")
+    parser.add_argument("--security-info", action="store_true", help="include security sensitive info")
+
+
+def _cmd_undefine(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    from pyvirt.errors import PyvirtError
+
+    dom = _lookup(conn, args.domain)
+    try:
+        dom.undefine()
+    except PyvirtError as exc:
+        raise CommandFailed(f"Failed to undefine domain '{args.domain}'\nerror: {exc}") from None
+    out.write(f"Domain '{dom.name()}' has been undefined\n\n")
+    return 0
+
+
+def _domain_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", help="domain name or uuid")
+
+
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("uri", "print the hypervisor canonical URI", _cmd_uri),
     Command("hostname", "print the hypervisor hostname", _cmd_hostname),
     Command("version", "show version", _cmd_version, _version_options),
     Command("capabilities", "capabilities", _cmd_capabilities),
     Command("domcapabilities", "domain capabilities", _cmd_domcapabilities, _domcapabilities_options),
+    Command("define", "define (but don't start) a domain from an XML file", _cmd_define,
+            _define_options),
+    Command("dumpxml", "domain information in XML", _cmd_dumpxml, _dumpxml_options),
+    Command("undefine", "undefine a domain", _cmd_undefine, _domain_arg),
 )}
 
 # Commands that need no connection at all.
@@ -176,6 +252,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 1
     try:
         return command.run(conn, args, out)
+    except CommandFailed as exc:
+        err.write(f"error: {exc}\n")
+        return 1
     except PyvirtError as exc:
         err.write(f"error: {exc}\n")
         return 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from typing import TYPE_CHECKING
 
 from pyvirt.conf.instance import (
     InstanceLock,
@@ -14,8 +16,13 @@ from pyvirt.conf.instance import (
     system_paths,
 )
 from pyvirt.conf.qemu_conf import QemuConf, load_qemu_conf
-from pyvirt.errors import OperationInvalid
+from pyvirt.errors import NotSupported, OperationInvalid
 from pyvirt.uri import ConnectURI
+
+if TYPE_CHECKING:
+    from pyvirt.qemu.domains import DomainStore
+    from pyvirt.qemu.postparse import PostParseContext
+    from pyvirt.xml.domain import Domain
 
 
 def instance_paths(uri: ConnectURI) -> InstancePaths:
@@ -33,6 +40,8 @@ class QemuDriver:
         self.paths = paths
         self.conf = conf
         self._lock = lock
+        self._store: DomainStore | None = None
+        self._store_lock = threading.Lock()
 
     @classmethod
     def open(cls, uri: ConnectURI) -> QemuDriver:
@@ -81,3 +90,49 @@ class QemuDriver:
         uid, gid = resolve_user_group(self.conf)
         label = f"+{uid}:+{gid}"
         return [("none", "0", {}), ("dac", "0", {"kvm": label, "qemu": label})]
+
+    # -- domain definitions ---------------------------------------------------------------------
+
+    def post_parse_context(self) -> PostParseContext:
+        """What parsing a domain needs to know of the emulators, from the probed capabilities."""
+        from pyvirt.qemu import capabilities
+        from pyvirt.qemu.caps_xml import guest_emulators
+        from pyvirt.qemu.postparse import PostParseContext
+
+        all_caps = capabilities.load_all(self.paths.cache_dir)
+        host = capabilities.host_emulator(all_caps)
+        if host is None:
+            raise NotSupported("no QEMU emulator for this host's architecture was found: install "
+                               "qemu-system-x86 (or the package for your architecture)")
+        default = host.default_machine()
+        aliases = {m.alias: m.name for m in host.machines if m.alias}
+        emulators = {c.arch: c.binary for c in guest_emulators(all_caps)}
+        cpu_models = {}
+        for c in all_caps:
+            machine = c.default_machine()
+            if machine is not None and machine.default_cpu_type:
+                cpu_models[c.binary] = machine.default_cpu_type.rsplit("-", 2)[0]
+        return PostParseContext(
+            machine_aliases=aliases,
+            default_machine=default.alias or default.name if default else host.machines[0].name,
+            max_cpus={m.name: m.max_cpus for m in host.machines},
+            arch=host.arch,
+            emulator=host.binary,
+            default_cpu_model=cpu_models.get(host.binary, "qemu64"),
+            emulators=emulators,
+            cpu_models=cpu_models,
+        )
+
+    @property
+    def domains(self) -> DomainStore:
+        with self._store_lock:
+            if self._store is None:
+                from pyvirt.qemu.domains import DomainStore
+                from pyvirt.qemu.postparse import QemuDomainConfig
+
+                self._store = DomainStore(self.paths.domain_config_dir,
+                                          QemuDomainConfig(self.post_parse_context()))
+            return self._store
+
+    def define_xml(self, xml: str | bytes, *, validate: bool = False) -> Domain:
+        return self.domains.define(xml, validate=validate)

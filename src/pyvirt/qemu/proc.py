@@ -36,7 +36,6 @@ import select
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -441,37 +440,18 @@ class StatusFormat:
 def write_status(path: str | os.PathLike[str], data: Mapping[str, Any], fmt: StatusFormat) -> None:
     """Replace ``path`` atomically with ``data`` in format ``fmt`` (mode 0600).
 
-    A crash leaves either the old file or the new one, never a mix: the content goes to a
-    temporary file in the same directory, is fsync'ed, renamed over ``path``, and the directory
-    is fsync'ed so that the rename itself survives a power cut.
+    A crash leaves either the old file or the new one, never a mix (see
+    :func:`pyvirt.fsutil.atomic_write_text`).
     """
+    from pyvirt.fsutil import atomic_write_text
+
     p = Path(path)
     doc = {"kind": fmt.kind, "version": fmt.version, "data": dict(data)}
     try:
         text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
     except (TypeError, ValueError) as e:
         raise InternalError(f"{p}: the {fmt.kind} cannot be saved as JSON: {e}") from e
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)  # mode 0600
-    except OSError as e:
-        raise OperationFailed(f"cannot write {p}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OperationFailed(f"cannot write {p}: {e.strerror or e}") from e
-    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic_write_text(p, text)
 
 
 def read_status(path: str | os.PathLike[str], fmt: StatusFormat) -> dict[str, Any]:
