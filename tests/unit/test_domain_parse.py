@@ -270,6 +270,8 @@ def test_define_conflicts() -> None:
         check_define_conflicts(other_name, [a])
 
 
-def test_current_memory_above_memory_is_clamped_like_libvirt() -> None:
-    dom = define(doc(extra="<currentMemory>999999</currentMemory>"))
-    assert dom.current_memory == dom.memory == 65536
+def test_current_memory_above_memory_is_refused() -> None:
+    # libvirt lowers currentMemory to memory without a word; the issue asks for an error.
+    with pytest.raises(XMLError, match=r"<currentMemory> \(999999 KiB\) is larger than <memory> "
+                                       r"\(65536 KiB\)"):
+        define(doc(extra="<currentMemory>999999</currentMemory>"))

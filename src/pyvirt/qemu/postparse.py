@@ -27,6 +27,7 @@ from pyvirt.xml.domain_chardev import (
     Console,
     Serial,
 )
+from pyvirt.errors import XMLError
 from pyvirt.xml.domain_devices import Address, Controller, Disk, DiskDriver, Mac, NetModel
 from pyvirt.xml.domain_os import CPU, OS, Boot, Clock, CPUModel, NumaTune, NumaTuneMemory, OSType, Vcpu
 from pyvirt.xml.domain_peripherals import Audio, GraphicsListen, Input, MemBalloon, Video, VideoModel
@@ -210,6 +211,12 @@ class QemuDomainConfig:
         if cells and all(c.memory is not None for c in cells):
             # With NUMA cells the domain's memory is their total, whatever <memory> says.
             dom.memory = sum(c.memory or 0 for c in cells)
+        if (not cells and dom.current_memory is not None and dom.memory is not None
+                and dom.current_memory > dom.memory):
+            # libvirt silently lowers currentMemory to memory; pyvirt refuses, so that a typo in
+            # either value does not go unnoticed (with NUMA cells, memory is derived: clamp below).
+            raise XMLError(f"<currentMemory> ({dom.current_memory} KiB) is larger than <memory> "
+                           f"({dom.memory} KiB): lower currentMemory or raise memory")
         if dom.current_memory is None or dom.current_memory == 0 or (
                 dom.memory is not None and dom.current_memory > dom.memory):
             dom.current_memory = dom.memory
