@@ -15,6 +15,7 @@ import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyvirt.errors import XMLError
 from pyvirt.qemu.domain_address import assign_pci_addresses, is_q35
 from pyvirt.qemu.validate import validate_domain
 from pyvirt.xml.domain import Devices, Domain
@@ -27,7 +28,6 @@ from pyvirt.xml.domain_chardev import (
     Console,
     Serial,
 )
-from pyvirt.errors import XMLError
 from pyvirt.xml.domain_devices import Address, Controller, Disk, DiskDriver, Mac, NetModel
 from pyvirt.xml.domain_os import CPU, OS, Boot, Clock, CPUModel, NumaTune, NumaTuneMemory, OSType, Vcpu
 from pyvirt.xml.domain_peripherals import Audio, GraphicsListen, Input, MemBalloon, Video, VideoModel
