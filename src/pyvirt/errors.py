@@ -11,6 +11,8 @@ An :class:`InternalError` is a broken invariant of pyvirt itself, never the user
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyvirt import _errcodes as codes
 
 __all__ = [
@@ -39,9 +41,14 @@ class PyvirtError(Exception):
     level: int = codes.VIR_ERR_ERROR
 
     def __init__(self, message: str, *, code: int | None = None, domain: int | None = None,
-                 level: int | None = None) -> None:
+                 level: int | None = None, str1: str | None = None, str2: str | None = None,
+                 str3: str | None = None, int1: int = -1, int2: int = -1) -> None:
         super().__init__(message)
         self.message = message
+        # libvirt's extra error fields: str1 is usually the message's format, str2 its argument;
+        # remote clients receive them, so pyvirt fills them where libvirt does.
+        self.str1, self.str2, self.str3 = str1, str2, str3
+        self.int1, self.int2 = int1, int2
         if code is not None:
             self.code = code
         if domain is not None:
@@ -63,19 +70,19 @@ class PyvirtError(Exception):
         return self.level
 
     def get_str1(self) -> str | None:
-        return None
+        return self.str1
 
     def get_str2(self) -> str | None:
-        return None
+        return self.str2
 
     def get_str3(self) -> str | None:
-        return None
+        return self.str3
 
     def get_int1(self) -> int:
-        return -1
+        return self.int1
 
     def get_int2(self) -> int:
-        return -1
+        return self.int2
 
     def __str__(self) -> str:
         return self.message
@@ -105,7 +112,7 @@ class ConfigError(PyvirtError):
     domain = codes.VIR_FROM_CONF
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 key: str | None = None, **kw: int) -> None:
+                 key: str | None = None, **kw: Any) -> None:
         where = ""
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
@@ -176,7 +183,7 @@ class MonitorCommandError(MonitorError):
     code = codes.VIR_ERR_INTERNAL_ERROR
 
     def __init__(self, message: str, *, command: str, qmp_class: str, qmp_desc: str,
-                 **kw: int) -> None:
+                 **kw: Any) -> None:
         super().__init__(message, **kw)
         self.command = command
         self.qmp_class = qmp_class

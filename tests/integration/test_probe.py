@@ -17,7 +17,23 @@ from pyvirt.qemu import caps_xml, kvm, probe
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 
 
+_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before() -> None:
+    # Session fixtures of other test modules (a private libvirtd...) may run as children of this
+    # worker; only what a test here leaves behind counts.
+    _BEFORE.clear()
+    _BEFORE.update(_live_children())
+
+
 def children() -> set[int]:
+    """Live child processes of this test process started during the current test."""
+    return _live_children() - _BEFORE
+
+
+def _live_children() -> set[int]:
     """Live (not zombie) child processes of this test process."""
     me = str(os.getpid())
     found = set()

@@ -27,6 +27,12 @@ class NoDomainError(PyvirtError):
     code = codes.VIR_ERR_NO_DOMAIN
     domain = codes.VIR_FROM_QEMU
 
+    @classmethod
+    def matching(cls, what: str, value: str) -> NoDomainError:
+        """libvirt's wording and extra fields, which remote clients compare."""
+        detail = f"no domain with matching {what} '{value}'"
+        return cls(f"Domain not found: {detail}", str1="Domain not found: %s", str2=detail)
+
 
 class DomainExistsError(PyvirtError):
     code = codes.VIR_ERR_OPERATION_FAILED
@@ -91,7 +97,7 @@ class DomainStore:
         with self._lock:
             dom = self._domains().get(name)
         if dom is None:
-            raise NoDomainError(f"Domain not found: no domain with matching name '{name}'")
+            raise NoDomainError.matching("name", name)
         return dom
 
     def get_by_uuid(self, uuid: str) -> Domain:
@@ -100,7 +106,7 @@ class DomainStore:
             for dom in self._domains().values():
                 if (dom.uuid or "").replace("-", "").lower() == wanted:
                     return dom
-        raise NoDomainError(f"Domain not found: no domain with matching uuid '{uuid}'")
+        raise NoDomainError.matching("uuid", uuid)
 
     def names(self) -> list[str]:
         with self._lock:
