@@ -212,3 +212,69 @@ def test_system_instance_needs_root(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "needs root" in proc.stderr and "qemu:///session" in proc.stderr
     assert not prefix.exists()
+
+
+DOMAIN = ("<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid><memory>65536</memory>"
+          "<os><type>hvm</type></os>{extra}</domain>")
+UUID_A = "11111111-2222-3333-4444-555555555555"
+UUID_B = "11111111-2222-3333-4444-666666666666"
+
+
+def define_file(tmp: Path, text: str) -> Path:
+    path = tmp / "dom.xml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("<domain type='qemu'><name>x</name", "XML"),
+    ("<?xml version='1.0'?><!DOCTYPE d [<!ENTITY a SYSTEM 'file:///etc/passwd'>]>"
+     "<domain type='qemu'><name>&a;</name><memory>65536</memory><os><type>hvm</type></os></domain>",
+     "entit"),
+    (DOMAIN.format(name="a/b", uuid=UUID_A, extra=""), "name"),
+    (DOMAIN.format(name="x", uuid="not-a-uuid", extra=""), "uuid"),
+    (DOMAIN.format(name="x", uuid=UUID_A, extra="<currentMemory>99999999</currentMemory>"),
+     "currentMemory"),
+    (DOMAIN.format(name="x", uuid=UUID_A, extra="<vcpu>0</vcpu>"), "vcpu"),
+    (DOMAIN.format(name="x", uuid=UUID_A, extra="<devices><interface type='user'>"
+                   "<mac address='01:00:00:00:00:01'/></interface></devices>"), "multicast"),
+])
+def test_define_bad_input_stores_nothing(embed_root: Path, tmp_path: Path, text: str, expect: str) -> None:
+    path = define_file(tmp_path, text)
+    proc = pyvirsh("-c", embed(embed_root), "define", str(path), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: Failed to define domain from {path}\nerror: ")
+    assert expect.lower() in proc.stderr.lower()
+    assert list((embed_root / "etc" / "qemu").iterdir()) == []
+
+
+def test_define_duplicates_are_refused_and_keep_the_original(embed_root: Path, tmp_path: Path) -> None:
+    uri = embed(embed_root)
+    pyvirsh("-c", uri, "define", str(define_file(tmp_path, DOMAIN.format(name="a", uuid=UUID_A,
+                                                                          extra=""))))
+    stored = embed_root / "etc" / "qemu" / "a.xml"
+    original = stored.read_text()
+    same_name = pyvirsh("-c", uri, "define",
+                        str(define_file(tmp_path, DOMAIN.format(name="a", uuid=UUID_B, extra=""))),
+                        check=False)
+    assert same_name.returncode == 1 and UUID_A in same_name.stderr
+    same_uuid = pyvirsh("-c", uri, "define",
+                        str(define_file(tmp_path, DOMAIN.format(name="b", uuid=UUID_A, extra=""))),
+                        check=False)
+    assert same_uuid.returncode == 1 and "'a'" in same_uuid.stderr
+    assert sorted(p.name for p in stored.parent.iterdir()) == ["a.xml"]
+    assert stored.read_text() == original
+    # Redefining with the same name and UUID updates the definition.
+    pyvirsh("-c", uri, "define", str(define_file(tmp_path, DOMAIN.format(
+        name="a", uuid=UUID_A, extra="<description>v2</description>"))))
+    assert "<description>v2</description>" in pyvirsh("-c", uri, "dumpxml", "a").stdout
+
+
+def test_define_validate_rejects_unknown_elements(embed_root: Path, tmp_path: Path) -> None:
+    text = DOMAIN.format(name="v", uuid=UUID_A, extra="<bogus/>")
+    path = define_file(tmp_path, text)
+    strict = pyvirsh("-c", embed(embed_root), "define", "--validate", str(path), check=False)
+    assert strict.returncode == 1 and "bogus" in strict.stderr
+    assert list((embed_root / "etc" / "qemu").iterdir()) == []
+    assert pyvirsh("-c", embed(embed_root), "define", str(path)).returncode == 0
+    assert "bogus" not in pyvirsh("-c", embed(embed_root), "dumpxml", "v").stdout
