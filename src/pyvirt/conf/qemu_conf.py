@@ -31,7 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from pyvirt.conf.syntax import ConfFile, ConfValue, parse_conf, read_conf
+from pyvirt.conf.syntax import ConfFile, ConfValue, format_value, parse_conf, read_conf
 from pyvirt.errors import ConfigError
 
 __all__ = [
@@ -347,14 +347,6 @@ OBSOLETE_KEYS: Mapping[str, tuple[Kind | None, str]] = MappingProxyType({
 })
 
 
-def _show(value: ConfValue) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[ " + ", ".join(_show(v) for v in value) + " ]"
-    return str(value)
-
-
 class _Loader:
     def __init__(self, conf: ConfFile, privileged: bool) -> None:
         self.conf = conf
@@ -364,7 +356,7 @@ class _Loader:
         return ConfigError(message, path=self.conf.path, line=self.conf[key].line, key=key)
 
     def expect(self, key: str, what: str) -> ConfigError:
-        return self.error(key, f"key '{key}' expects {what}, got {_show(self.conf[key].value)}")
+        return self.error(key, f"key '{key}' expects {what}, got {format_value(self.conf[key].value)}")
 
     def convert(self, info: KeyInfo, value: ConfValue) -> Any:
         key, kind = info.name, info.kind
@@ -399,8 +391,8 @@ class _Loader:
             for item in items:
                 if item not in info.choices:
                     raise self.error(key, f"key '{key}' expects one of "
-                                          f"{', '.join(_show(c) for c in info.choices)}, "
-                                          f"got {_show(item)}")
+                                          f"{', '.join(format_value(c) for c in info.choices)}, "
+                                          f"got {format_value(item)}")
         return out
 
     def load(self) -> QemuConf:
@@ -466,7 +458,7 @@ class _Loader:
             spec = values[key]
             if key in self.conf and (not spec or spec.startswith("+") and not spec[1:].isdigit()):
                 raise self.error(key, f"key '{key}' expects a name or '+N' with N a numeric id, "
-                                      f"got {_show(spec)}")
+                                      f"got {format_value(spec)}")
 
         if "namespaces" in self.conf and values["namespaces"] and not self.privileged:
             raise self.error("namespaces", "namespaces cannot be used by the session instance; "
@@ -476,7 +468,7 @@ class _Loader:
             host = values[key]
             if host is not None and _is_local_address(host):
                 raise self.error(key, f"key '{key}' must not be an address of the local machine, "
-                                      f"got {_show(host)}; other hosts must be able to reach it")
+                                      f"got {format_value(host)}; other hosts must be able to reach it")
 
 
 def _is_local_address(host: str) -> bool:

@@ -272,6 +272,15 @@ class _Parser:
                          self.peek().line, key)
 
 
+def format_value(value: ConfValue) -> str:
+    """A value as it is written in a config file, for messages: "a", 1, [ "a", "b" ]."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[ " + ", ".join(format_value(v) for v in value) + " ]"
+    return str(value)
+
+
 def parse_conf(text: str, path: str = "<string>") -> ConfFile:
     """Parse configuration text; ``path`` is only used in error messages."""
     return _Parser(text, path).parse()

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pyvirt.conf.syntax import ConfFile, ConfValue, parse_conf, read_conf
+from pyvirt.conf.syntax import ConfFile, ConfValue, format_value, parse_conf, read_conf
 from pyvirt.errors import ConfigError
 
 __all__ = ["Kind", "DaemonConfig", "LogOutput", "SCHEMA", "INERT_KEYS", "load_daemon_config",
@@ -170,14 +170,6 @@ def parse_log_outputs(text: str) -> tuple[LogOutput, ...]:
     return tuple(outputs)
 
 
-def _show(value: ConfValue) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[ " + ", ".join(_show(v) for v in value) + " ]"
-    return str(value)
-
-
 class _Loader:
     def __init__(self, conf: ConfFile) -> None:
         self.conf = conf
@@ -186,7 +178,7 @@ class _Loader:
         return ConfigError(message, path=self.conf.path, line=self.conf[key].line, key=key)
 
     def expect(self, key: str, kind: Kind) -> ConfigError:
-        return self.error(key, f"key '{key}' expects {kind.value}, got {_show(self.conf[key].value)}")
+        return self.error(key, f"key '{key}' expects {kind.value}, got {format_value(self.conf[key].value)}")
 
     def convert(self, key: str, kind: Kind, value: ConfValue) -> Any:
         if kind is Kind.STR:

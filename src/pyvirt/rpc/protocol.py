@@ -239,29 +239,8 @@ class FrameDecoder:
 
 
 class RemoteError(PyvirtError):
-    """An error the peer sent as ``remote_error``: code, domain, level and message verbatim."""
-
-    def __init__(self, message: str, *, code: int, domain: int, level: int,
-                 str1: str | None = None, str2: str | None = None, str3: str | None = None,
-                 int1: int = -1, int2: int = -1) -> None:
-        super().__init__(message, code=code, domain=domain, level=level)
-        self.str1, self.str2, self.str3 = str1, str2, str3
-        self.int1, self.int2 = int1, int2
-
-    def get_str1(self) -> str | None:
-        return self.str1
-
-    def get_str2(self) -> str | None:
-        return self.str2
-
-    def get_str3(self) -> str | None:
-        return self.str3
-
-    def get_int1(self) -> int:
-        return self.int1
-
-    def get_int2(self) -> int:
-        return self.int2
+    """An error the peer sent as ``remote_error``: code, domain, level, message and the extra
+    fields (str1..3, int1..2) verbatim."""
 
 
 #: virErrorMsg's text for an error without a message (VIR_ERR_OK's generic wording).
