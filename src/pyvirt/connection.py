@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 VIR_DOMAIN_XML_SECURE = 1
 VIR_DOMAIN_XML_INACTIVE = 2
 VIR_DOMAIN_DEFINE_VALIDATE = 1
+VIR_DOMAIN_START_PAUSED = 1
+VIR_DOMAIN_DESTROY_GRACEFUL = 1
+VIR_DOMAIN_NOSTATE = 0
+VIR_DOMAIN_RUNNING = 1
+VIR_DOMAIN_PAUSED = 3
+VIR_DOMAIN_SHUTOFF = 5
 
 #: The libvirt release whose API and behaviour pyvirt follows; reported as the library version so
 #: that clients enable the same features they would against that libvirt.
@@ -218,10 +224,61 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         return bytes.fromhex(self._uuid.replace("-", ""))
 
     def ID(self) -> int:  # noqa: N802
-        return -1  # not running: the lifecycle gives ids
+        rd = self._conn.driver.running_domain(self._name)
+        return -1 if rd is None else rd.domain_id
 
     def isActive(self) -> int:  # noqa: N802
+        return int(self._conn.driver.running_domain(self._name) is not None)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def create(self) -> int:
+        return self.createWithFlags(0)
+
+    def createWithFlags(self, flags: int = 0) -> int:  # noqa: N802
+        self._conn._check_writable("virDomainCreateWithFlags")
+        self._conn.driver.start_domain(self._current().name or self._name,
+                                       paused=bool(flags & VIR_DOMAIN_START_PAUSED))
         return 0
+
+    def destroy(self) -> int:
+        return self.destroyFlags(0)
+
+    def destroyFlags(self, flags: int = 0) -> int:  # noqa: N802
+        self._conn._check_writable("virDomainDestroyFlags")
+        self._conn.driver.destroy_domain(self._name)
+        return 0
+
+    def shutdown(self) -> int:
+        self._conn._check_writable("virDomainShutdown")
+        self._conn.driver.shutdown_domain(self._name)
+        return 0
+
+    def suspend(self) -> int:
+        self._conn._check_writable("virDomainSuspend")
+        self._conn.driver.suspend_domain(self._name)
+        return 0
+
+    def resume(self) -> int:
+        self._conn._check_writable("virDomainResume")
+        self._conn.driver.resume_domain(self._name)
+        return 0
+
+    def state(self, flags: int = 0) -> list[int]:
+        state, reason = self._conn.driver.domain_state(self._name)
+        return [state, reason]
+
+    def info(self) -> list[int]:
+        """[state, max memory KiB, memory KiB, vCPUs, CPU time ns], as virDomainGetInfo."""
+        from pyvirt.qemu.process import cpu_time_ns
+
+        dom = self._current()
+        state, _ = self._conn.driver.domain_state(self._name)
+        rd = self._conn.driver.running_domain(self._name)
+        memory = dom.memory or 0
+        current = dom.current_memory or memory
+        vcpus = (dom.vcpu.current or dom.vcpu.count or 1) if dom.vcpu is not None else 1
+        return [state, memory, current, vcpus, cpu_time_ns(rd) if rd is not None else 0]
 
     def isPersistent(self) -> int:  # noqa: N802
         return 1
@@ -234,5 +291,9 @@ class virDomain:  # noqa: N801 - libvirt-python's name
 
     def undefineFlags(self, flags: int = 0) -> int:  # noqa: N802
         self._conn._check_writable("virDomainUndefineFlags")
+        if self._conn.driver.running_domain(self._name) is not None:
+            # libvirt would make it transient; pyvirt has no transient domains yet.
+            raise OperationInvalid(f"Requested operation is not valid: domain '{self._name}' is running; "
+                                   "destroy it before undefining it")
         self._conn.driver.domains.undefine(self._current().name or self._name)
         return 0

@@ -148,6 +148,106 @@ def _domain_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("domain", help="domain name or uuid")
 
 
+# virsh's words for libvirt's states and reasons (tools/virsh-domain-monitor.c), by number.
+_STATES = ("no state", "running", "idle", "paused", "in shutdown", "shut off", "crashed", "pmsuspended")
+_REASONS: dict[int, tuple[str, ...]] = {
+    0: ("unknown",),
+    1: ("unknown", "booted", "migrated", "restored", "from snapshot", "unpaused", "migration canceled",
+        "save canceled", "event wakeup", "crashed", "post-copy", "post-copy failed"),
+    2: ("unknown",),
+    3: ("unknown", "user", "migrating", "saving", "dumping", "I/O error", "watchdog", "from snapshot",
+        "shutting down", "creating snapshot", "crashed", "starting up", "post-copy", "post-copy failed"),
+    4: ("unknown", "user"),
+    5: ("unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot",
+        "daemon"),
+    6: ("unknown", "panicked"),
+    7: ("unknown",),
+}
+
+
+def _state_text(state: int) -> str:
+    return _STATES[state] if 0 <= state < len(_STATES) else "no state"
+
+
+def _reason_text(state: int, reason: int) -> str:
+    names = _REASONS.get(state, ("unknown",))
+    return names[reason] if 0 <= reason < len(names) else "unknown"
+
+
+def _lifecycle(conn: virConnect, args: argparse.Namespace, action: str,
+               call: Callable[[Any], object]) -> str:
+    """Run one lifecycle call on the domain named in ``args``; the domain's name."""
+    from pyvirt.errors import PyvirtError
+
+    dom = _lookup(conn, args.domain)
+    try:
+        call(dom)
+    except PyvirtError as exc:
+        raise CommandFailed(f"Failed to {action} domain '{dom.name()}'\nerror: {exc}") from None
+    return str(dom.name())
+
+
+def _cmd_start(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    from pyvirt.connection import VIR_DOMAIN_START_PAUSED
+
+    dom = _lookup(conn, args.domain)
+    if dom.isActive():
+        raise CommandFailed("Domain is already active")
+    name = _lifecycle(conn, args, "start",
+                      lambda d: d.createWithFlags(VIR_DOMAIN_START_PAUSED if args.paused else 0))
+    out.write(f"Domain '{name}' started\n\n")
+    return 0
+
+
+def _start_options(parser: argparse.ArgumentParser) -> None:
+    _domain_arg(parser)
+    parser.add_argument("--paused", action="store_true", help="leave the guest paused after creation")
+
+
+def _cmd_destroy(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    name = _lifecycle(conn, args, "destroy", lambda d: d.destroy())
+    out.write(f"Domain '{name}' destroyed\n\n")
+    return 0
+
+
+def _cmd_shutdown(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    name = _lifecycle(conn, args, "shutdown", lambda d: d.shutdown())
+    out.write(f"Domain '{name}' is being shutdown\n\n")
+    return 0
+
+
+def _cmd_suspend(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    name = _lifecycle(conn, args, "suspend", lambda d: d.suspend())
+    out.write(f"Domain '{name}' suspended\n\n")
+    return 0
+
+
+def _cmd_resume(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    name = _lifecycle(conn, args, "resume", lambda d: d.resume())
+    out.write(f"Domain '{name}' resumed\n\n")
+    return 0
+
+
+def _cmd_domstate(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    state, reason = _lookup(conn, args.domain).state()
+    if args.reason:
+        out.write(f"{_state_text(state)} ({_reason_text(state, reason)})\n\n")
+    else:
+        out.write(f"{_state_text(state)}\n\n")
+    return 0
+
+
+def _domstate_options(parser: argparse.ArgumentParser) -> None:
+    _domain_arg(parser)
+    parser.add_argument("--reason", action="store_true", help="also print reason for the state")
+
+
+def _cmd_domid(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    dom_id = _lookup(conn, args.domain).ID()
+    out.write(("-" if dom_id < 0 else str(dom_id)) + "\n\n")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("uri", "print the hypervisor canonical URI", _cmd_uri),
     Command("hostname", "print the hypervisor hostname", _cmd_hostname),
@@ -158,6 +258,13 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             _define_options),
     Command("dumpxml", "domain information in XML", _cmd_dumpxml, _dumpxml_options),
     Command("undefine", "undefine a domain", _cmd_undefine, _domain_arg),
+    Command("start", "start a (previously defined) inactive domain", _cmd_start, _start_options),
+    Command("destroy", "destroy (stop) a domain", _cmd_destroy, _domain_arg),
+    Command("shutdown", "gracefully shutdown a domain", _cmd_shutdown, _domain_arg),
+    Command("suspend", "suspend a domain", _cmd_suspend, _domain_arg),
+    Command("resume", "resume a domain", _cmd_resume, _domain_arg),
+    Command("domstate", "domain state", _cmd_domstate, _domstate_options),
+    Command("domid", "convert a domain name or UUID to domain id", _cmd_domid, _domain_arg),
 )}
 
 # Commands that need no connection at all.

@@ -22,6 +22,7 @@ from pyvirt.uri import ConnectURI
 if TYPE_CHECKING:
     from pyvirt.qemu.domains import DomainStore
     from pyvirt.qemu.postparse import PostParseContext
+    from pyvirt.qemu.process import RunningDomain
     from pyvirt.xml.domain import Domain
 
 
@@ -42,6 +43,9 @@ class QemuDriver:
         self._lock = lock
         self._store: DomainStore | None = None
         self._store_lock = threading.Lock()
+        #: running domains by name; written by pyvirt.qemu.process only
+        self.running: dict[str, RunningDomain] = {}
+        self.running_lock = threading.RLock()
 
     @classmethod
     def open(cls, uri: ConnectURI) -> QemuDriver:
@@ -59,9 +63,24 @@ class QemuDriver:
         paths.create()
         lock = InstanceLock(paths)
         lock.acquire()
-        return cls(uri, paths, conf, lock)
+        driver = cls(uri, paths, conf, lock)
+        # ReconnectAll: QEMUs started by an earlier process are adopted (or found gone) at once;
+        # the monitor code is only loaded when there is a status file to act on.
+        if any(paths.run_dir.glob("*.json")):
+            from pyvirt.qemu import process
+
+            try:
+                process.reconnect_all(driver)
+            except BaseException:
+                driver.close()
+                raise
+        return driver
 
     def close(self) -> None:
+        if self.running:
+            from pyvirt.qemu import process
+
+            process.close_all(self)
         self._lock.release()
 
     # -- capabilities -------------------------------------------------------------------------
@@ -136,3 +155,50 @@ class QemuDriver:
 
     def define_xml(self, xml: str | bytes, *, validate: bool = False) -> Domain:
         return self.domains.define(xml, validate=validate)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def running_domain(self, name: str) -> RunningDomain | None:
+        with self.running_lock:
+            return self.running.get(name)
+
+    def _require_running(self, name: str) -> RunningDomain:
+        rd = self.running_domain(name)
+        if rd is None:
+            raise OperationInvalid(f"Requested operation is not valid: domain '{name}' is not running")
+        return rd
+
+    def start_domain(self, name: str, *, paused: bool = False) -> RunningDomain:
+        from pyvirt.qemu import process
+
+        return process.start(self, self.domains.get(name), paused=paused)
+
+    def destroy_domain(self, name: str, *, graceful: bool = True) -> None:
+        from pyvirt.qemu import process
+
+        process.stop(self, self._require_running(name), process.VIR_DOMAIN_SHUTOFF_DESTROYED,
+                     graceful=graceful)
+
+    def shutdown_domain(self, name: str) -> None:
+        from pyvirt.qemu import process
+
+        process.powerdown(self._require_running(name))
+
+    def suspend_domain(self, name: str) -> None:
+        from pyvirt.qemu import process
+
+        process.suspend(self._require_running(name))
+
+    def resume_domain(self, name: str) -> None:
+        from pyvirt.qemu import process
+
+        process.resume(self._require_running(name))
+
+    def domain_state(self, name: str) -> tuple[int, int]:
+        """libvirt's (state, reason) of the domain ``name``."""
+        from pyvirt.qemu import process
+
+        rd = self.running_domain(name)
+        if rd is not None:
+            return rd.state, rd.reason
+        return process.VIR_DOMAIN_SHUTOFF, process.shutoff_reason(self, name)

@@ -1,0 +1,486 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Starting, watching, stopping and reconnecting QEMU processes (libvirt's qemu_process.c).
+
+:func:`start` follows libvirt's phases: Init (capabilities, command checks), PrepareHost (domain
+id, private directory, monitor socket, log file), Launch (spawn), FinishStartup (monitor, ``cont``,
+status file). Any failure runs Stop on what exists so far: a failed start leaves no process, socket,
+directory or status file behind.
+
+State survives the process that started the domain: ``run/qemu/NAME.json`` holds the live XML, the
+:class:`~pyvirt.qemu.proc.ProcessIdentity` and the state, and :func:`reconnect_all` (libvirt's
+ReconnectAll) picks it up when another process opens the same root. Without a daemon nobody holds
+the monitor while no process runs, so what QEMU did meanwhile is read back on reconnect: a QEMU
+whose guest powered off waits (``-no-shutdown``) in run-state "shutdown" and is stopped then, a
+QEMU that vanished is reported crashed. Why a domain last stopped is kept in ``NAME.shutoff`` so
+that ``domstate --reason`` of a later process still tells it, as libvirtd's memory would.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyvirt.errors import OperationFailed, OperationInvalid, PyvirtError
+from pyvirt.qemu import proc
+from pyvirt.qemu.monitor import Disconnect, Monitor, QMPEvent
+
+if TYPE_CHECKING:
+    from pyvirt.qemu.driver import QemuDriver
+    from pyvirt.xml.domain import Domain
+
+__all__ = ["RunningDomain", "start", "stop", "reconnect_all", "shutoff_reason", "StartError"]
+
+log = logging.getLogger(__name__)
+
+# libvirt's virDomainState and its reasons (include/libvirt/libvirt-domain.h); numbers are API.
+VIR_DOMAIN_NOSTATE = 0
+VIR_DOMAIN_RUNNING = 1
+VIR_DOMAIN_PAUSED = 3
+VIR_DOMAIN_SHUTDOWN = 4
+VIR_DOMAIN_SHUTOFF = 5
+
+VIR_DOMAIN_RUNNING_UNKNOWN = 0
+VIR_DOMAIN_RUNNING_BOOTED = 1
+VIR_DOMAIN_RUNNING_UNPAUSED = 5
+
+VIR_DOMAIN_PAUSED_UNKNOWN = 0
+VIR_DOMAIN_PAUSED_USER = 1
+VIR_DOMAIN_PAUSED_SHUTTING_DOWN = 8
+
+VIR_DOMAIN_SHUTOFF_UNKNOWN = 0
+VIR_DOMAIN_SHUTOFF_SHUTDOWN = 1
+VIR_DOMAIN_SHUTOFF_DESTROYED = 2
+VIR_DOMAIN_SHUTOFF_CRASHED = 3
+VIR_DOMAIN_SHUTOFF_FAILED = 6
+
+STATUS_FORMAT = proc.StatusFormat("pyvirt-domain-status", 1)
+SHUTOFF_FORMAT = proc.StatusFormat("pyvirt-domain-shutoff", 1)
+
+#: how long a freshly spawned QEMU may take to answer its monitor (TCG start-up on a busy host)
+MONITOR_START_TIMEOUT = 30.0
+#: how much of QEMU's log a start error quotes
+LOG_TAIL_BYTES = 2000
+
+
+class StartError(OperationFailed):
+    """QEMU could not be started; the message carries the tail of its log when it said why."""
+
+
+@dataclass
+class RunningDomain:
+    """One running QEMU and what this process knows of it."""
+
+    name: str
+    uuid: str
+    domain_id: int
+    identity: proc.ProcessIdentity
+    monitor_path: Path
+    lib_dir: Path
+    status_path: Path
+    log_path: Path
+    xml: str  #: the live XML (with id='N')
+    state: int
+    reason: int
+    monitor: Monitor | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    #: set once a stop began, so that the monitor's end is not taken for a crash
+    stopping: bool = False
+    #: the reasons an API call in progress stands for (the STOP/RESUME events alone cannot tell)
+    expected_pause: int | None = None
+    expected_resume: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.identity.pid
+
+    def to_status(self) -> dict[str, Any]:
+        return {"name": self.name, "uuid": self.uuid, "id": self.domain_id,
+                "identity": self.identity.to_dict(), "monitor": str(self.monitor_path),
+                "lib_dir": str(self.lib_dir), "log": str(self.log_path), "xml": self.xml,
+                "state": self.state, "reason": self.reason}
+
+    @classmethod
+    def from_status(cls, path: Path, data: dict[str, Any]) -> RunningDomain:
+        try:
+            return cls(name=str(data["name"]), uuid=str(data["uuid"]), domain_id=int(data["id"]),
+                       identity=proc.ProcessIdentity.from_dict(data["identity"]),
+                       monitor_path=Path(data["monitor"]), lib_dir=Path(data["lib_dir"]),
+                       status_path=path, log_path=Path(data["log"]), xml=str(data["xml"]),
+                       state=int(data["state"]), reason=int(data["reason"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise OperationFailed(f"{path}: incomplete domain status ({e!r}); stop the QEMU it names "
+                                  "by hand and remove the file") from e
+
+    def save(self) -> None:
+        proc.write_status(self.status_path, self.to_status(), STATUS_FORMAT)
+
+    def set_state(self, state: int, reason: int) -> None:
+        with self.lock:
+            if (self.state, self.reason) == (state, reason) or self.stopping:
+                return
+            self.state, self.reason = state, reason
+            try:
+                self.save()
+            except PyvirtError as e:  # the in-memory state stays right; the next reconnect re-reads QEMU
+                log.warning("domain '%s': cannot save its state: %s", self.name, e)
+
+
+# --- paths -----------------------------------------------------------------------------------------
+
+def status_path(driver: QemuDriver, name: str) -> Path:
+    return driver.paths.run_dir / f"{name}.json"
+
+
+def _shutoff_path(driver: QemuDriver, name: str) -> Path:
+    return driver.paths.run_dir / f"{name}.shutoff"
+
+
+def _next_id_path(driver: QemuDriver) -> Path:
+    return driver.paths.run_dir / "next-id"
+
+
+def shutoff_reason(driver: QemuDriver, name: str) -> int:
+    """Why the inactive domain ``name`` last stopped (SHUTOFF_UNKNOWN when never started here)."""
+    try:
+        return int(proc.read_status(_shutoff_path(driver, name), SHUTOFF_FORMAT)["reason"])
+    except (FileNotFoundError, PyvirtError, KeyError, TypeError, ValueError):
+        return VIR_DOMAIN_SHUTOFF_UNKNOWN
+
+
+def forget_shutoff(driver: QemuDriver, name: str) -> None:
+    _unlink(_shutoff_path(driver, name))
+
+
+def _allocate_id(driver: QemuDriver) -> int:
+    # Ids grow for the life of the root, as libvirtd's do for its life; the instance lock makes
+    # this process the only writer.
+    path = _next_id_path(driver)
+    try:
+        next_id = int(path.read_text().strip())
+    except (OSError, ValueError):
+        next_id = 1
+    in_use = [rd.domain_id for rd in driver.running.values()]
+    next_id = max([next_id, *(i + 1 for i in in_use)])
+    from pyvirt.fsutil import atomic_write_text
+
+    atomic_write_text(path, f"{next_id + 1}\n")
+    return next_id
+
+
+# --- start -----------------------------------------------------------------------------------------
+
+def start(driver: QemuDriver, dom: Domain, *, paused: bool = False) -> RunningDomain:
+    """Start ``dom``; returns it running (or paused when ``paused``). Raises, leaving nothing behind."""
+    from pyvirt.qemu import capabilities
+    from pyvirt.qemu.command import CommandRuntime, build_command, format_argv_line
+
+    name = dom.name or ""
+    if name in driver.running:
+        raise OperationInvalid(f"Requested operation is not valid: domain '{name}' is already running")
+    # Init: everything that can be refused before the host is touched.
+    if dom.devices is None:
+        raise OperationFailed(f"domain '{name}' has no <devices>: it was not post-parsed")
+    binary = dom.devices.emulator
+    all_caps = capabilities.load_all(driver.paths.cache_dir)
+    if binary is None:
+        host = capabilities.host_emulator(all_caps)
+        if host is None:
+            raise StartError("no QEMU emulator found: install qemu-system-x86 or set <emulator>")
+        binary = host.binary
+    if not os.access(binary, os.X_OK):
+        raise StartError(f"Cannot find QEMU binary {binary}: No such file or directory; install it or "
+                         f"fix <emulator> of domain '{name}'")
+    caps = capabilities.caps_for_binary(driver.paths.cache_dir, binary, all_caps)
+    domain_id = _allocate_id(driver)
+    lib_dir = driver.paths.domain_lib_dir(domain_id, name)
+    monitor_path = driver.paths.monitor_socket(domain_id, name)
+    live = copy.deepcopy(dom)
+    live.id = domain_id
+    # Checked without side effects first (a pretend build), so an unsupported device costs nothing.
+    build_command(live, caps, driver.conf,
+                  CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_path=str(monitor_path)))
+    forget_shutoff(driver, name)
+
+    # PrepareHost
+    rd: RunningDomain | None = None
+    pid: int | None = None
+    log_path = driver.paths.log_dir / f"{name}.log"
+    try:
+        lib_dir.mkdir(mode=0o700, parents=True, exist_ok=False)
+        listener = proc.listen_unix(monitor_path)
+        try:
+            runtime = CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_fd=listener.fileno(),
+                                     channel_dir=str(lib_dir))
+            cmd = build_command(live, caps, driver.conf, runtime)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                log_start = os.lseek(log_fd, 0, os.SEEK_END)
+                stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+                os.write(log_fd, f"{stamp}+0000: starting up pyvirt, qemu {binary}\n"
+                                 f"{format_argv_line(cmd)}\n".encode())
+                # Launch
+                pid = proc.spawn_detached([cmd.binary, *cmd.argv], cmd.env, cwd=str(lib_dir), log_fd=log_fd,
+                                          pass_fds=[listener.fileno()])
+            finally:
+                os.close(log_fd)
+        finally:
+            # QEMU holds its own copy: once ours is closed, a QEMU that dies ends our connection.
+            listener.close()
+        try:
+            identity = proc.ProcessIdentity.of(pid)
+        except (ProcessLookupError, FileNotFoundError):
+            raise _early_exit(name, log_path, log_start) from None
+        rd = RunningDomain(name=name, uuid=dom.uuid or "", domain_id=domain_id, identity=identity,
+                           monitor_path=monitor_path, lib_dir=lib_dir, status_path=status_path(driver, name),
+                           log_path=log_path, xml=live.to_xml(inactive=False),
+                           state=VIR_DOMAIN_PAUSED, reason=VIR_DOMAIN_PAUSED_USER)
+        # FinishStartup
+        try:
+            _attach_monitor(driver, rd, MONITOR_START_TIMEOUT)
+        except PyvirtError as e:
+            if proc.wait_for_exit(pid, 1.0):
+                raise _early_exit(name, log_path, log_start) from e
+            raise
+        assert rd.monitor is not None
+        if not paused:
+            _resume(rd, VIR_DOMAIN_RUNNING_BOOTED)
+        rd.save()
+    except BaseException:
+        _cleanup_failed(driver, rd, pid, lib_dir, monitor_path, name)
+        raise
+    with driver.running_lock:
+        driver.running[name] = rd
+    return rd
+
+
+def _early_exit(name: str, log_path: Path, offset: int) -> StartError:
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        text = ""
+    # The first line is our own command line; QEMU's words follow it.
+    said = text.split("\n", 2)[2] if text.count("\n") >= 2 else ""
+    tail = said.strip()[-LOG_TAIL_BYTES:]
+    detail = f": {tail}" if tail else f" without a word; see {log_path}"
+    return StartError(f"internal error: QEMU of domain '{name}' exited while starting up{detail}")
+
+
+def _cleanup_failed(driver: QemuDriver, rd: RunningDomain | None, pid: int | None, lib_dir: Path,
+                    monitor_path: Path, name: str) -> None:
+    if rd is not None:
+        _teardown(driver, rd, VIR_DOMAIN_SHUTOFF_FAILED)
+        return
+    if pid is not None:
+        try:
+            proc.terminate(pid, graceful_timeout=0)
+        except PyvirtError as e:
+            log.warning("domain '%s': cannot kill QEMU %d after a failed start: %s", name, pid, e)
+    _unlink(monitor_path)
+    shutil.rmtree(lib_dir, ignore_errors=True)
+    _unlink(status_path(driver, name))
+    _write_shutoff(driver, name, VIR_DOMAIN_SHUTOFF_FAILED)
+
+
+# --- monitor and events ----------------------------------------------------------------------------
+
+def _attach_monitor(driver: QemuDriver, rd: RunningDomain, timeout: float) -> None:
+    mon = Monitor(f"QEMU monitor of domain '{rd.name}'",
+                  on_disconnect=lambda info: _on_disconnect(driver, rd, info))
+    mon.subscribe(lambda ev: _on_event(driver, rd, ev), ("SHUTDOWN", "STOP", "RESUME"))
+    mon.connect(rd.monitor_path, timeout=timeout)
+    rd.monitor = mon
+
+
+def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
+    if event.name == "SHUTDOWN":
+        # The guest powered off (or QEMU was asked to quit): nothing will run it again, so stop
+        # QEMU as libvirtd does; from a thread, since the stop closes this very monitor.
+        _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
+    elif event.name == "STOP":
+        with rd.lock:
+            if rd.state == VIR_DOMAIN_RUNNING:
+                reason = rd.expected_pause if rd.expected_pause is not None else VIR_DOMAIN_PAUSED_UNKNOWN
+                rd.set_state(VIR_DOMAIN_PAUSED, reason)
+    elif event.name == "RESUME":
+        with rd.lock:
+            if rd.state == VIR_DOMAIN_PAUSED:
+                reason = rd.expected_resume if rd.expected_resume is not None else VIR_DOMAIN_RUNNING_UNPAUSED
+                rd.set_state(VIR_DOMAIN_RUNNING, reason)
+
+
+def _on_disconnect(driver: QemuDriver, rd: RunningDomain, info: Disconnect) -> None:
+    # Called only when QEMU ended the connection: without a SHUTDOWN first, that is a crash.
+    if not rd.stopping:
+        _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED)
+
+
+def _in_thread(fn: Any, *args: Any) -> None:
+    threading.Thread(target=fn, args=args, name="pyvirt-domain-stop", daemon=True).start()
+
+
+# --- stop ------------------------------------------------------------------------------------------
+
+def stop(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: bool = True) -> None:
+    """libvirt's qemuProcessStop: end QEMU (SIGTERM, then SIGKILL), remove its runtime files and
+    record ``reason`` as why the domain is shut off. No-op when another stop got there first."""
+    with rd.lock:
+        if rd.stopping:
+            return
+        rd.stopping = True
+    _teardown(driver, rd, reason, graceful=graceful)
+
+
+def _teardown(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: bool = True) -> None:
+    with rd.lock:  # an event handler saving the state holds it: no status file reappears after us
+        rd.stopping = True
+    if rd.monitor is not None:
+        try:
+            rd.monitor.close()
+        except PyvirtError as e:
+            log.debug("domain '%s': closing the monitor: %s", rd.name, e)
+    try:
+        proc.terminate(rd.identity, graceful_timeout=proc.GRACEFUL_TIMEOUT if graceful else 0)
+    finally:
+        _unlink(rd.monitor_path)
+        shutil.rmtree(rd.lib_dir, ignore_errors=True)
+        _unlink(rd.status_path)
+        _write_shutoff(driver, rd.name, reason)
+        with driver.running_lock:
+            if driver.running.get(rd.name) is rd:
+                del driver.running[rd.name]
+        rd.state, rd.reason = VIR_DOMAIN_SHUTOFF, reason
+
+
+def _write_shutoff(driver: QemuDriver, name: str, reason: int) -> None:
+    try:
+        proc.write_status(_shutoff_path(driver, name), {"reason": reason}, SHUTOFF_FORMAT)
+    except PyvirtError as e:
+        log.warning("domain '%s': cannot record why it stopped: %s", name, e)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# --- reconnect -------------------------------------------------------------------------------------
+
+#: QEMU's run-states (query-status) that mean the vCPUs run / were stopped by someone
+_QEMU_RUNNING = {"running", "debug"}
+
+
+def reconnect_all(driver: QemuDriver) -> None:
+    """libvirt's qemuProcessReconnectAll: adopt every QEMU a status file names, clean up the rest.
+
+    Never raises: one unusable status file must not make the whole root unusable.
+    """
+    for path in sorted(driver.paths.run_dir.glob("*.json")):
+        try:
+            data = proc.read_status(path, STATUS_FORMAT)
+            rd = RunningDomain.from_status(path, data)
+        except FileNotFoundError:
+            continue
+        except PyvirtError as e:
+            log.warning("%s: skipped: %s", path, e)
+            continue
+        try:
+            _reconnect(driver, rd)
+        except Exception as e:  # noqa: BLE001 - whatever broke, this domain is gone for us
+            log.warning("domain '%s': reconnect failed (%s); stopping it", rd.name, e)
+            stop(driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED, graceful=False)
+
+
+def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
+    if not rd.identity.matches():
+        # It died (or its pid was reused) while no process watched it.
+        stop(driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED)
+        return
+    with driver.running_lock:
+        driver.running[rd.name] = rd
+    _attach_monitor(driver, rd, proc.GRACEFUL_TIMEOUT)
+    assert rd.monitor is not None
+    status = rd.monitor.execute("query-status")
+    qemu_state = str(status.get("status", ""))
+    if qemu_state in ("shutdown", "guest-panicked"):
+        # The guest powered off while nobody listened; -no-shutdown kept QEMU waiting for us.
+        reason = VIR_DOMAIN_SHUTOFF_SHUTDOWN if qemu_state == "shutdown" else VIR_DOMAIN_SHUTOFF_CRASHED
+        stop(driver, rd, reason)
+    elif qemu_state in _QEMU_RUNNING or status.get("running"):
+        if rd.state != VIR_DOMAIN_RUNNING:
+            rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNKNOWN)
+    elif rd.state != VIR_DOMAIN_PAUSED:
+        rd.set_state(VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_UNKNOWN)
+
+
+def close_all(driver: QemuDriver) -> None:
+    """Let go of the monitors (QEMU keeps running) when the driver closes."""
+    with driver.running_lock:
+        domains = list(driver.running.values())
+    for rd in domains:
+        if rd.monitor is not None:
+            try:
+                rd.monitor.close()
+            except PyvirtError as e:
+                log.debug("domain '%s': closing the monitor: %s", rd.name, e)
+
+
+# --- operations on a running domain -----------------------------------------------------------------
+
+def suspend(rd: RunningDomain) -> None:
+    with rd.lock:
+        if rd.state == VIR_DOMAIN_PAUSED:
+            return
+        rd.expected_pause = VIR_DOMAIN_PAUSED_USER
+    try:
+        _monitor(rd).execute("stop")
+    finally:
+        rd.expected_pause = None
+    rd.set_state(VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER)
+
+
+def resume(rd: RunningDomain) -> None:
+    _resume(rd, VIR_DOMAIN_RUNNING_UNPAUSED)
+
+
+def _resume(rd: RunningDomain, reason: int) -> None:
+    # The RESUME event may be handled before or after 'cont' returns: both set the same reason.
+    with rd.lock:
+        rd.expected_resume = reason
+    try:
+        _monitor(rd).execute("cont")
+        with rd.lock:
+            if rd.state != VIR_DOMAIN_RUNNING:
+                rd.set_state(VIR_DOMAIN_RUNNING, reason)
+    finally:
+        rd.expected_resume = None
+
+
+def powerdown(rd: RunningDomain) -> None:
+    _monitor(rd).execute("system_powerdown")
+
+
+def cpu_time_ns(rd: RunningDomain) -> int:
+    try:
+        with open(f"/proc/{rd.pid}/stat", "rb") as f:
+            rest = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0
+    ticks = int(rest[11]) + int(rest[12])  # utime + stime
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _monitor(rd: RunningDomain) -> Monitor:
+    if rd.monitor is None or rd.stopping:
+        raise OperationInvalid(f"Requested operation is not valid: domain '{rd.name}' is not running")
+    return rd.monitor
