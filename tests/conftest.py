@@ -34,3 +34,22 @@ def embed_root() -> Iterator[Path]:
         yield parent / "r"
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+#: An unprivileged account for QEMU in the security tests (scripts/setup.sh --test creates it).
+QEMU_TEST_USER = "pyvirt-test-qemu"
+
+
+@pytest.fixture(scope="session")
+def qemu_user() -> tuple[int, int]:
+    """(uid, gid) of a real unprivileged QEMU user; made here only if setup did not make it."""
+    import pwd
+    import subprocess
+
+    try:
+        pw = pwd.getpwnam(QEMU_TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                        "/nonexistent", "--shell", "/usr/sbin/nologin", QEMU_TEST_USER], check=True)
+        pw = pwd.getpwnam(QEMU_TEST_USER)
+    return pw.pw_uid, pw.pw_gid

@@ -8,7 +8,6 @@ QEMU is started the way the process layer starts it: the security stack wraps th
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import subprocess
 import sys
@@ -32,25 +31,12 @@ from pyvirt.security.privileges import (
 from pyvirt.security.resources import DomainSecurityContext
 
 QEMU = "/usr/bin/qemu-system-x86_64"
-TEST_USER = "pyvirt-test-qemu"
 # the test user cannot run the venv's interpreter (it lives under /root); a session user runs its own
 USER_PYTHON = "/usr/bin/python3"
 QEMU_ARGS = ["-accel", "tcg", "-machine", "none", "-S", "-display", "none", "-nodefaults",
              "-monitor", "none", "-serial", "none", "-parallel", "none"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching QEMU's user needs root")
-
-
-@pytest.fixture(scope="module")
-def qemu_user() -> tuple[int, int]:
-    try:
-        pw = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", TEST_USER],
-                       check=True)
-        pw = pwd.getpwnam(TEST_USER)
-    return pw.pw_uid, pw.pw_gid
 
 
 def status(pid: int) -> dict[str, str]:

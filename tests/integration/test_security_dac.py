@@ -27,26 +27,12 @@ from pyvirt.security.dac import DACDriver, may_access
 from pyvirt.security.manager import SecurityStack, build_security_stack
 from pyvirt.security.resources import DomainSecurityContext, Resource, ResourceKind
 
-TEST_USER = "pyvirt-test-qemu"
 OWNER = "trusted.pyvirt.security.dac"
 REF = "trusted.pyvirt.security.ref_dac"
 BOOT = "trusted.pyvirt.security.boot_dac"
 ORIG = (1234, 5678)  # an owner no user has, so that restoring it is unmistakable
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the DAC driver's system case needs root")
-
-
-@pytest.fixture(scope="module")
-def qemu_user() -> tuple[int, int]:
-    """A real unprivileged user for QEMU, created once (a system user; it is left in place)."""
-    try:
-        pw = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", TEST_USER],
-                       check=True)
-        pw = pwd.getpwnam(TEST_USER)
-    return pw.pw_uid, pw.pw_gid
 
 
 @pytest.fixture
@@ -323,7 +309,8 @@ def test_parent_without_search_permission_names_the_directory_and_the_fix(
     msg = str(e.value)
     assert f"directory {home} (mode 0700, owner 0:0) denies it search permission" in msg
     assert f"fix: chmod o+x {home}" in msg
-    assert f"QEMU (uid {qemu_user[0]} '{TEST_USER}', gid {qemu_user[1]}) cannot reach {f}" in msg
+    user = pwd.getpwuid(qemu_user[0]).pw_name
+    assert f"QEMU (uid {qemu_user[0]} '{user}', gid {qemu_user[1]}) cannot reach {f}" in msg
     assert e.value.get_error_domain() == codes.VIR_FROM_SECURITY
     assert owner(f) == ORIG and xattrs(f) == {}
     # the kernel agrees that QEMU's user could not have opened it
