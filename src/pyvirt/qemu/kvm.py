@@ -137,6 +137,8 @@ async def test_usable(binary: str, machine: str, *, run_deadline: float = RUN_DE
     import socket
     import tempfile
 
+    from pyvirt.qemu.probe import reap  # the cold path only: it imports asyncio
+
     # The firmware must be a file (-bios takes a name); a private temporary file keeps concurrent
     # probes from racing on a shared path.
     with tempfile.NamedTemporaryFile(prefix="pyvirt-kvm-test-", suffix=".bin") as fw:
@@ -165,7 +167,7 @@ async def test_usable(binary: str, machine: str, *, run_deadline: float = RUN_DE
             theirs.close()
             ours.close()
             if proc is not None:
-                await _reap(proc)
+                await reap(proc)
 
 
 async def _watch(proc: Any, reader: Any, run_deadline: float, start_deadline: float) -> tuple[bool, str]:
@@ -209,16 +211,3 @@ async def _watch(proc: Any, reader: Any, run_deadline: float, start_deadline: fl
     text = " ".join(err.decode(errors="replace").split())
     return False, f"QEMU exited with status {status} running a test guest under KVM: {text or 'no message'}"
 
-
-async def _reap(proc: Any) -> None:
-    import asyncio
-
-    if proc.returncode is None:
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
-    try:
-        await asyncio.wait_for(proc.wait(), 5)
-    except TimeoutError:  # pragma: no cover - a process that SIGKILL cannot end
-        pass

@@ -86,7 +86,7 @@ async def probe_binary(binary: str, *, timeout: float = PROBE_TIMEOUT) -> dict[s
         theirs.close()
         ours.close()
         if proc is not None:
-            await _reap(proc)
+            await reap(proc)
 
 
 async def _converse(sock: socket.socket) -> dict[str, Any]:
@@ -132,7 +132,8 @@ async def _stderr(proc: asyncio.subprocess.Process) -> str:
     return " ".join(data.decode(errors="replace").split())
 
 
-async def _reap(proc: asyncio.subprocess.Process) -> None:
+async def reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill ``proc`` if it still runs and wait for it (shared by the probe and the KVM test)."""
     if proc.returncode is None:
         try:
             proc.kill()
