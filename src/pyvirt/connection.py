@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from pyvirt.errors import NotSupported, OperationInvalid
+from pyvirt.errors import NotSupported, OperationInvalid, PyvirtError
 from pyvirt.qemu.driver import QemuDriver
 from pyvirt.uri import ConnectURI, default_uri, parse_uri
 
@@ -23,11 +23,33 @@ VIR_DOMAIN_XML_SECURE = 1
 VIR_DOMAIN_XML_INACTIVE = 2
 VIR_DOMAIN_DEFINE_VALIDATE = 1
 VIR_DOMAIN_START_PAUSED = 1
+VIR_DOMAIN_START_VALIDATE = 16
+VIR_DOMAIN_REBOOT_DEFAULT = 0
+VIR_DOMAIN_REBOOT_ACPI_POWER_BTN = 1
 VIR_DOMAIN_DESTROY_GRACEFUL = 1
 VIR_DOMAIN_NOSTATE = 0
 VIR_DOMAIN_RUNNING = 1
 VIR_DOMAIN_PAUSED = 3
 VIR_DOMAIN_SHUTOFF = 5
+VIR_DOMAIN_NONE = 0
+# virConnectListAllDomainsFlags: each pair filters only when one of its two bits is given
+VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
+VIR_CONNECT_LIST_DOMAINS_INACTIVE = 2
+VIR_CONNECT_LIST_DOMAINS_PERSISTENT = 4
+VIR_CONNECT_LIST_DOMAINS_TRANSIENT = 8
+VIR_CONNECT_LIST_DOMAINS_RUNNING = 16
+VIR_CONNECT_LIST_DOMAINS_PAUSED = 32
+VIR_CONNECT_LIST_DOMAINS_SHUTOFF = 64
+VIR_CONNECT_LIST_DOMAINS_OTHER = 128
+VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE = 256
+VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE = 512
+VIR_CONNECT_LIST_DOMAINS_AUTOSTART = 1024
+VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART = 2048
+VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT = 4096
+VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT = 8192
+VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT = 16384
+VIR_CONNECT_LIST_DOMAINS_NO_CHECKPOINT = 32768
+_LIST_ALL_FLAGS = 0xFFFF
 
 #: The libvirt release whose API and behaviour pyvirt follows; reported as the library version so
 #: that clients enable the same features they would against that libvirt.
@@ -146,23 +168,106 @@ class virConnect:  # noqa: N801 - libvirt-python's name
         dom = self.driver.define_xml(xml, validate=bool(flags & VIR_DOMAIN_DEFINE_VALIDATE))
         return virDomain(self, dom)
 
+    def createXML(self, xml: str, flags: int = 0) -> virDomain:  # noqa: N802
+        """Start a transient domain: it has no definition and is gone once it stops."""
+        self._check_writable("virDomainCreateXML")
+        dom = self.driver.create_xml(xml, paused=bool(flags & VIR_DOMAIN_START_PAUSED),
+                                     validate=bool(flags & VIR_DOMAIN_START_VALIDATE))
+        return virDomain(self, dom)
+
     def lookupByName(self, name: str) -> virDomain:  # noqa: N802
-        return virDomain(self, self.driver.domains.get(name))
+        return virDomain(self, self.driver.lookup(name))
 
     def lookupByUUIDString(self, uuid: str) -> virDomain:  # noqa: N802
-        return virDomain(self, self.driver.domains.get_by_uuid(uuid))
+        return virDomain(self, self.driver.lookup_uuid(uuid))
+
+    def lookupByUUID(self, uuid: bytes) -> virDomain:  # noqa: N802
+        h = uuid.hex()
+        return self.lookupByUUIDString(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+
+    def lookupByID(self, domain_id: int) -> virDomain:  # noqa: N802
+        return virDomain(self, self.driver.lookup_id(domain_id))
+
+    def listDomainsID(self) -> list[int]:  # noqa: N802
+        with self.driver.running_lock:
+            return sorted(rd.domain_id for rd in self.driver.running.values())
+
+    def numOfDomains(self) -> int:  # noqa: N802
+        return len(self.listDomainsID())
 
     def listDefinedDomains(self) -> list[str]:  # noqa: N802
-        return self.driver.domains.names()
+        # Inactive persistent domains only, as libvirt: a running one is listed by its id.
+        driver = self.driver
+        return [n for n in driver.domains.names() if driver.running_domain(n) is None]
 
     def numOfDefinedDomains(self) -> int:  # noqa: N802
-        return len(self.driver.domains.names())
+        return len(self.listDefinedDomains())
+
+    def listAllDomains(self, flags: int = 0) -> list[virDomain]:  # noqa: N802
+        driver = self.driver
+        if flags & ~_LIST_ALL_FLAGS:
+            from pyvirt import _errcodes as codes
+
+            raise PyvirtError(f"unsupported flags (0x{flags & ~_LIST_ALL_FLAGS:x}) in function "
+                              "qemuConnectListAllDomains", code=codes.VIR_ERR_INVALID_ARG,
+                              domain=codes.VIR_FROM_QEMU, str1="qemuConnectListAllDomains", str2="flags",
+                              int1=0, int2=0)
+        found = []
+        for name in driver.all_names():
+            try:
+                dom = driver.lookup(name)
+            except PyvirtError:
+                continue  # a transient domain that stopped meanwhile
+            rd = driver.running_domain(name)
+            state = rd.state if rd is not None else VIR_DOMAIN_SHUTOFF
+            persistent = driver.is_persistent(name)
+            autostart = persistent and driver.domains.autostart(name)
+            tests = (
+                (VIR_CONNECT_LIST_DOMAINS_ACTIVE, VIR_CONNECT_LIST_DOMAINS_INACTIVE, rd is not None),
+                (VIR_CONNECT_LIST_DOMAINS_PERSISTENT, VIR_CONNECT_LIST_DOMAINS_TRANSIENT, persistent),
+                (VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE, False),
+                (VIR_CONNECT_LIST_DOMAINS_AUTOSTART, VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART, autostart),
+                (VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT, False),
+                (VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT, VIR_CONNECT_LIST_DOMAINS_NO_CHECKPOINT, False),
+            )
+            if not all(_pair_matches(flags, yes, no, value) for yes, no, value in tests):
+                continue
+            state_bits = (VIR_CONNECT_LIST_DOMAINS_RUNNING | VIR_CONNECT_LIST_DOMAINS_PAUSED
+                          | VIR_CONNECT_LIST_DOMAINS_SHUTOFF | VIR_CONNECT_LIST_DOMAINS_OTHER)
+            if flags & state_bits:
+                bit = {VIR_DOMAIN_RUNNING: VIR_CONNECT_LIST_DOMAINS_RUNNING,
+                       VIR_DOMAIN_PAUSED: VIR_CONNECT_LIST_DOMAINS_PAUSED,
+                       VIR_DOMAIN_SHUTOFF: VIR_CONNECT_LIST_DOMAINS_SHUTOFF}.get(
+                           state, VIR_CONNECT_LIST_DOMAINS_OTHER)
+                if not flags & bit:
+                    continue
+            found.append(virDomain(self, dom))
+        return found
+
+    def getSecurityModel(self) -> list[str]:  # noqa: N802
+        """[model, DOI] of the driver's primary security model (virNodeGetSecurityModel)."""
+        model, doi, _ = self.driver.secmodels()[0]
+        return [model, doi]
+
+    def domainXMLToNative(self, nativeFormat: str, domainXml: str, flags: int = 0) -> str:  # noqa: N802, N803
+        return self.driver.xml_to_native(nativeFormat, domainXml)
+
+    def domainXMLFromNative(self, nativeFormat: str, nativeConfig: str, flags: int = 0) -> str:  # noqa: N802, N803
+        # libvirt 9.0's QEMU driver no longer imports command lines; it says so in these words.
+        raise NotSupported("this function is not supported by the connection driver: "
+                           "virConnectDomainXMLFromNative")
 
     def __enter__(self) -> virConnect:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pair_matches(flags: int, yes: int, no: int, value: bool) -> bool:
+    if not flags & (yes | no):
+        return True
+    return bool(flags & yes) and value or bool(flags & no) and not value
 
 
 def host_name() -> str:
@@ -209,7 +314,7 @@ class virDomain:  # noqa: N801 - libvirt-python's name
 
     def _current(self) -> Domain:
         # Look the definition up again: another handle may have redefined or undefined it.
-        return self._conn.driver.domains.get_by_uuid(self._uuid)
+        return self._conn.driver.lookup_uuid(self._uuid)
 
     def connect(self) -> virConnect:
         return self._conn
@@ -280,8 +385,43 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         vcpus = (dom.vcpu.current or dom.vcpu.count or 1) if dom.vcpu is not None else 1
         return [state, memory, current, vcpus, cpu_time_ns(rd) if rd is not None else 0]
 
+    def OSType(self) -> str:  # noqa: N802
+        dom = self._current()
+        os_type = dom.os.type if dom.os is not None else None
+        return (os_type.value if os_type is not None else None) or "hvm"
+
     def isPersistent(self) -> int:  # noqa: N802
-        return 1
+        self._current()  # raises for a transient domain that is gone
+        return int(self._conn.driver.is_persistent(self._name))
+
+    def reboot(self, flags: int = 0) -> int:
+        if flags & ~VIR_DOMAIN_REBOOT_ACPI_POWER_BTN:
+            raise NotSupported("this function is not supported by the connection driver: only the ACPI "
+                               "power button reboots a domain without a guest agent")
+        self._conn._check_writable("virDomainReboot")
+        self._conn.driver.reboot_domain(self._name)
+        return 0
+
+    def reset(self, flags: int = 0) -> int:
+        self._conn._check_writable("virDomainReset")
+        self._conn.driver.reset_domain(self._name)
+        return 0
+
+    def autostart(self) -> int:
+        self._current()
+        return int(self._conn.driver.domains.autostart(self._name))
+
+    def setAutostart(self, autostart: int) -> int:  # noqa: N802
+        self._conn._check_writable("virDomainSetAutostart")
+        self._current()
+        if not self._conn.driver.is_persistent(self._name):
+            raise OperationInvalid("Requested operation is not valid: "
+                                   "cannot set autostart for transient domain")
+        self._conn.driver.domains.set_autostart(self._name, bool(autostart))
+        return 0
+
+    def hasManagedSaveImage(self, flags: int = 0) -> int:  # noqa: N802
+        return 0
 
     def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
         return self._current().to_xml(inactive=True, secure=bool(flags & VIR_DOMAIN_XML_SECURE))
@@ -291,9 +431,8 @@ class virDomain:  # noqa: N801 - libvirt-python's name
 
     def undefineFlags(self, flags: int = 0) -> int:  # noqa: N802
         self._conn._check_writable("virDomainUndefineFlags")
-        if self._conn.driver.running_domain(self._name) is not None:
-            # libvirt would make it transient; pyvirt has no transient domains yet.
-            raise OperationInvalid(f"Requested operation is not valid: domain '{self._name}' is running; "
-                                   "destroy it before undefining it")
-        self._conn.driver.domains.undefine(self._current().name or self._name)
+        if not self._conn.driver.is_persistent(self._name):
+            raise OperationInvalid("Requested operation is not valid: cannot undefine transient domain")
+        # A running domain goes on as a transient one, as in libvirt.
+        self._conn.driver.undefine(self._current().name or self._name)
         return 0

@@ -81,10 +81,16 @@ class CommandFailed(Exception):
 
 
 def _lookup(conn: virConnect, name: str) -> Any:
-    """A domain as virsh finds it: by UUID when the argument looks like one, else by name."""
+    """A domain as virsh finds it: by id when the argument is a number, by UUID when it looks like
+    one, else by name (each later way is tried when the earlier one finds nothing)."""
     from pyvirt.errors import PyvirtError
 
     try:
+        if name.isdigit():
+            try:
+                return conn.lookupByID(int(name))
+            except PyvirtError:
+                pass
         if len(name) == 36 and name.count("-") == 4:
             try:
                 return conn.lookupByUUIDString(name)
@@ -248,6 +254,177 @@ def _cmd_domid(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_reboot(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    name = _lifecycle(conn, args, "reboot", lambda d: d.reboot(0))
+    out.write(f"Domain '{name}' is being rebooted\n\n")
+    return 0
+
+
+def _cmd_reset(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    name = _lifecycle(conn, args, "reset", lambda d: d.reset(0))
+    out.write(f"Domain '{name}' was reset\n\n")
+    return 0
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise CommandFailed(f"Failed to open file '{path}': {exc.strerror}") from None
+
+
+def _cmd_create(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    from pyvirt.connection import VIR_DOMAIN_START_PAUSED, VIR_DOMAIN_START_VALIDATE
+    from pyvirt.errors import PyvirtError
+
+    xml = _read_file(args.file)
+    flags = ((VIR_DOMAIN_START_PAUSED if args.paused else 0)
+             | (VIR_DOMAIN_START_VALIDATE if args.validate else 0))
+    try:
+        dom = conn.createXML(xml, flags)
+    except PyvirtError as exc:
+        raise CommandFailed(f"Failed to create domain from {args.file}\nerror: {exc}") from None
+    out.write(f"Domain '{dom.name()}' created from {args.file}\n\n")
+    return 0
+
+
+def _create_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="file containing an XML domain description")
+    parser.add_argument("--paused", action="store_true", help="leave the guest paused after creation")
+    parser.add_argument("--validate", action="store_true", help="validate the XML against the schema")
+
+
+def _cmd_autostart(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    from pyvirt.errors import PyvirtError
+
+    dom = _lookup(conn, args.domain)
+    name = dom.name()
+    try:
+        dom.setAutostart(0 if args.disable else 1)
+    except PyvirtError as exc:
+        what = "unmark" if args.disable else "mark"
+        raise CommandFailed(f"Failed to {what} domain '{name}' as autostarted\nerror: {exc}") from None
+    if not args.quiet:  # virsh's vshPrintExtra: a message that -q silences
+        out.write(f"Domain '{name}' {'unmarked' if args.disable else 'marked'} as autostarted\n\n")
+    return 0
+
+
+def _autostart_options(parser: argparse.ArgumentParser) -> None:
+    _domain_arg(parser)
+    parser.add_argument("--disable", action="store_true", help="disable autostarting")
+
+
+def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None) -> str:
+    """virsh's vshTable: a leading space, columns 3 apart, the last one unpadded, a dashed rule
+    two wider than the header, and a blank line at the end; quiet (no header) sizes by rows only."""
+    lines = [*([header] if header else []), *rows]
+    if not lines:
+        return ""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)] + [cells[-1]]
+        return " " + "   ".join(padded)
+
+    text = ""
+    if header:
+        text += fmt(header) + "\n" + "-" * (1 + sum(widths) + 3 * (len(widths) - 1) + 2) + "\n"
+    return text + "".join(fmt(r) + "\n" for r in rows) + "\n"
+
+
+def _cmd_list(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    from pyvirt import connection as c
+
+    if args.all:
+        flags = 0
+    elif args.inactive:
+        flags = c.VIR_CONNECT_LIST_DOMAINS_INACTIVE
+    else:
+        flags = c.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+    if args.persistent:
+        flags |= c.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+    if args.transient:
+        flags |= c.VIR_CONNECT_LIST_DOMAINS_TRANSIENT
+    if args.autostart:
+        flags |= c.VIR_CONNECT_LIST_DOMAINS_AUTOSTART
+    if args.no_autostart:
+        flags |= c.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART
+    domains = conn.listAllDomains(flags)
+    # virsh's order: running domains by id, then the inactive ones by name
+    entries = sorted(((d.ID(), d) for d in domains),
+                     key=lambda e: (e[0] < 0, e[0] if e[0] >= 0 else 0, e[1].name()))
+    if args.name or args.uuid:
+        for _, dom in entries:
+            out.write((dom.name() if args.name else dom.UUIDString()) + "\n")
+        out.write("\n")
+        return 0
+    rows = [("-" if dom_id < 0 else str(dom_id), dom.name(), _state_text(dom.state()[0]))
+            for dom_id, dom in entries]
+    out.write(_table(rows, None if getattr(args, "quiet", False) else ("Id", "Name", "State")))
+    return 0
+
+
+def _list_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all", action="store_true", help="list inactive & active domains")
+    parser.add_argument("--inactive", action="store_true", help="list inactive domains")
+    parser.add_argument("--persistent", action="store_true", help="list persistent domains")
+    parser.add_argument("--transient", action="store_true", help="list transient domains")
+    parser.add_argument("--autostart", action="store_true", help="list domains with autostart enabled")
+    parser.add_argument("--no-autostart", action="store_true", help="list domains with autostart disabled")
+    parser.add_argument("--name", action="store_true", help="list domain names only")
+    parser.add_argument("--uuid", action="store_true", help="list uuid's only")
+
+
+def _cmd_dominfo(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    dom = _lookup(conn, args.domain)
+    state, max_mem, mem, vcpus, cpu_ns = dom.info()
+    dom_id = dom.ID()
+    model, doi = conn.getSecurityModel()
+    os_type = dom.OSType()
+    fields = [("Id", "-" if dom_id < 0 else str(dom_id)), ("Name", dom.name()), ("UUID", dom.UUIDString()),
+              ("OS Type", os_type), ("State", _state_text(state)), ("CPU(s)", str(vcpus))]
+    if dom_id >= 0:
+        fields.append(("CPU time", f"{cpu_ns / 1e9:.1f}s"))
+    fields += [("Max memory", f"{max_mem} KiB"), ("Used memory", f"{mem} KiB"),
+               ("Persistent", "yes" if dom.isPersistent() else "no"),
+               ("Autostart", "enable" if dom.autostart() else "disable"),
+               ("Managed save", "yes" if dom.hasManagedSaveImage() else "no"),
+               ("Security model", model), ("Security DOI", doi)]
+    out.write("".join(f"{label + ':':<15} {value}\n" for label, value in fields) + "\n")
+    return 0
+
+
+def _cmd_domuuid(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    out.write(_lookup(conn, args.domain).UUIDString() + "\n\n")
+    return 0
+
+
+def _cmd_domname(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    out.write(_lookup(conn, args.domain).name() + "\n\n")
+    return 0
+
+
+def _cmd_domxml_to_native(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    out.write(conn.domainXMLToNative(args.format, _read_file(args.file)) + "\n")
+    return 0
+
+
+def _cmd_domxml_from_native(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
+    out.write(conn.domainXMLFromNative(args.format, _read_file(args.config)) + "\n")
+    return 0
+
+
+def _to_native_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("format", help="target config data type format")
+    parser.add_argument("file", help="domain XML file")
+
+
+def _from_native_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("format", help="source config data format")
+    parser.add_argument("config", help="config data file to import from")
+
+
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("uri", "print the hypervisor canonical URI", _cmd_uri),
     Command("hostname", "print the hypervisor hostname", _cmd_hostname),
@@ -265,6 +442,18 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("resume", "resume a domain", _cmd_resume, _domain_arg),
     Command("domstate", "domain state", _cmd_domstate, _domstate_options),
     Command("domid", "convert a domain name or UUID to domain id", _cmd_domid, _domain_arg),
+    Command("domuuid", "convert a domain name or id to domain UUID", _cmd_domuuid, _domain_arg),
+    Command("domname", "convert a domain id or UUID to domain name", _cmd_domname, _domain_arg),
+    Command("dominfo", "domain information", _cmd_dominfo, _domain_arg),
+    Command("list", "list domains", _cmd_list, _list_options),
+    Command("create", "create a domain from an XML file", _cmd_create, _create_options),
+    Command("reboot", "reboot a domain", _cmd_reboot, _domain_arg),
+    Command("reset", "reset a domain", _cmd_reset, _domain_arg),
+    Command("autostart", "autostart a domain", _cmd_autostart, _autostart_options),
+    Command("domxml-to-native", "Convert domain XML to native config", _cmd_domxml_to_native,
+            _to_native_options),
+    Command("domxml-from-native", "Convert native config to domain XML", _cmd_domxml_from_native,
+            _from_native_options),
 )}
 
 # Commands that need no connection at all.
@@ -346,6 +535,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         err.write(f"error: unknown command: '{opts.command}'\n")
         return 1
     args = _command_args(command, opts.args)
+    args.quiet = opts.quiet  # tables drop their header, and messages their words, under -q
 
     from pyvirt.errors import PyvirtError
 
@@ -358,7 +548,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         err.write(f"error: failed to connect to the hypervisor\nerror: {exc}\n")
         return 1
     try:
-        return command.run(conn, args, out)
+        if not opts.quiet:
+            return command.run(conn, args, out)
+        # virsh -q leaves out the blank line it prints after a command's output.
+        import io
+
+        buffer = io.StringIO()
+        try:
+            return command.run(conn, args, buffer)
+        finally:
+            text = buffer.getvalue()
+            out.write(text[:-1] if text.endswith("\n\n") or text == "\n" else text)
     except CommandFailed as exc:
         err.write(f"error: {exc}\n")
         return 1

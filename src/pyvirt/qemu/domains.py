@@ -74,21 +74,39 @@ class DomainStore:
     def path_of(self, name: str) -> Path:
         return self.config_dir / f"{name}.xml"
 
-    def define(self, xml: str | bytes, *, validate: bool = False) -> Domain:
-        """Parse, check against the other definitions, store; the new or updated domain."""
-        from pyvirt.qemu.validate import check_define_conflicts
+    @property
+    def autostart_dir(self) -> Path:
+        return self.config_dir / "autostart"
+
+    def autostart_link(self, name: str) -> Path:
+        return self.autostart_dir / f"{name}.xml"
+
+    def parse(self, xml: str | bytes, *, validate: bool = False) -> Domain:
+        """A definition parsed with this driver's hooks, neither checked against others nor stored."""
         from pyvirt.xml.domain import parse_domain
 
         dom = parse_domain(xml, ctx=self._parser, validate=validate)
-        name = dom.name
-        if not name:
+        if not dom.name:
             raise InternalError("the domain parser accepted a domain without a name")
+        return dom
+
+    def check_conflicts(self, dom: Domain) -> None:
+        """Refuse ``dom`` when its name or UUID belongs to another definition."""
+        from pyvirt.qemu.validate import check_define_conflicts
+
         with self._lock:
-            domains = self._domains()
             try:
-                check_define_conflicts(dom, domains.values())
+                check_define_conflicts(dom, self._domains().values())
             except XMLError as exc:
                 raise DomainExistsError(str(exc)) from None
+
+    def define(self, xml: str | bytes, *, validate: bool = False) -> Domain:
+        """Parse, check against the other definitions, store; the new or updated domain."""
+        dom = self.parse(xml, validate=validate)
+        name = dom.name or ""
+        with self._lock:
+            domains = self._domains()
+            self.check_conflicts(dom)
             atomic_write_text(self.path_of(name), dom.to_xml(inactive=True), mode=0o600)
             domains[name] = dom
         return dom
@@ -108,6 +126,10 @@ class DomainStore:
                     return dom
         raise NoDomainError.matching("uuid", uuid)
 
+    def has(self, name: str) -> bool:
+        with self._lock:
+            return name in self._domains()
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._domains())
@@ -122,3 +144,32 @@ class DomainStore:
             except OSError as exc:
                 raise OperationFailed(f"cannot remove {self.path_of(name)}: {exc.strerror}") from exc
             del self._domains()[name]
+            # libvirt drops the autostart mark with the definition: a later domain of the same
+            # name must not inherit it.
+            self.set_autostart(name, False)
+
+    # -- autostart: a symlink etc/qemu/autostart/NAME.xml -> ../NAME.xml, as libvirt keeps it ---------
+
+    def autostart(self, name: str) -> bool:
+        return os.path.lexists(self.autostart_link(name))
+
+    def set_autostart(self, name: str, enabled: bool) -> None:
+        link = self.autostart_link(name)
+        try:
+            if enabled:
+                self.autostart_dir.mkdir(mode=0o755, exist_ok=True)
+                if not os.path.lexists(link):
+                    os.symlink(self.path_of(name), link)
+            elif os.path.lexists(link):
+                os.unlink(link)
+        except OSError as exc:
+            raise OperationFailed(f"cannot {'create' if enabled else 'remove'} autostart link {link}: "
+                                  f"{exc.strerror}") from exc
+
+    def autostart_names(self) -> list[str]:
+        """Defined domains marked for autostart (a dangling mark of an unknown domain is skipped)."""
+        try:
+            marked = sorted(p.name[:-4] for p in self.autostart_dir.iterdir() if p.name.endswith(".xml"))
+        except FileNotFoundError:
+            return []
+        return [n for n in marked if self.has(n)]

@@ -46,6 +46,12 @@ class QemuDriver:
         #: running domains by name; written by pyvirt.qemu.process only
         self.running: dict[str, RunningDomain] = {}
         self.running_lock = threading.RLock()
+        #: one job at a time per domain (libvirt's job lock): start, stop and the other changes
+        #: of one domain are serialised; different domains proceed in parallel
+        self._jobs: dict[str, threading.RLock] = {}
+        self._jobs_lock = threading.Lock()
+        #: transient domains (createXML) by name: running, without a stored definition
+        self.transient: dict[str, Domain] = {}
 
     @classmethod
     def open(cls, uri: ConnectURI) -> QemuDriver:
@@ -74,7 +80,37 @@ class QemuDriver:
             except BaseException:
                 driver.close()
                 raise
+        driver._autostart()
         return driver
+
+    #: created in the run directory by the first open after the host booted, as libvirt's
+    #: virDriverShouldAutostart does: autostart happens once per boot, not on every open, so that
+    #: a domain destroyed on purpose stays off
+    AUTOSTART_MARKER = "autostarted"
+
+    def _autostart(self) -> None:
+        marker = self.paths.run_dir / self.AUTOSTART_MARKER
+        if marker.exists():
+            return
+        try:
+            marker.touch()
+        except OSError as exc:
+            print(f"pyvirt: warning: {marker}: {exc.strerror}; autostart skipped", file=sys.stderr)
+            return
+        autostart_dir = self.paths.domain_config_dir / "autostart"
+        # Without marks the definitions are not even parsed: opening stays cheap.
+        if not autostart_dir.is_dir() or not any(autostart_dir.iterdir()):
+            return
+        from pyvirt.errors import PyvirtError
+
+        for name in self.domains.autostart_names():
+            if self.running_domain(name) is not None:
+                continue
+            try:
+                self.start_domain(name)
+            except PyvirtError as exc:
+                # One domain that cannot start must not keep the driver from opening.
+                print(f"pyvirt: warning: autostart of domain '{name}' failed: {exc}", file=sys.stderr)
 
     def close(self) -> None:
         if self.running:
@@ -154,9 +190,94 @@ class QemuDriver:
             return self._store
 
     def define_xml(self, xml: str | bytes, *, validate: bool = False) -> Domain:
-        return self.domains.define(xml, validate=validate)
+        with self.running_lock:
+            dom = self.domains.define(xml, validate=validate)
+            name = dom.name or ""
+            rd = self.running.get(name)
+            if name in self.transient and rd is not None:
+                # Defining a running transient domain makes it persistent, as in libvirt.
+                del self.transient[name]
+                rd.persistent = True
+                rd.save()
+        return dom
+
+    def undefine(self, name: str) -> None:
+        """Remove the definition; a running domain goes on as a transient one (libvirt's way)."""
+        with self.job(name), self.running_lock:
+            dom = self.domains.get(name)
+            self.domains.undefine(name)
+            rd = self.running.get(name)
+            if rd is not None:
+                self.transient[name] = dom
+                rd.persistent = False
+                rd.save()
+            else:
+                from pyvirt.qemu import process
+
+                process.forget_shutoff(self, name)
+
+    # -- lookups over persistent and transient domains ------------------------------------------
+
+    def lookup(self, name: str) -> Domain:
+        with self.running_lock:
+            dom = self.transient.get(name)
+        return dom if dom is not None else self.domains.get(name)
+
+    def lookup_uuid(self, uuid: str) -> Domain:
+        wanted = uuid.replace("-", "").lower()
+        with self.running_lock:
+            for dom in self.transient.values():
+                if (dom.uuid or "").replace("-", "").lower() == wanted:
+                    return dom
+        return self.domains.get_by_uuid(uuid)
+
+    def lookup_id(self, domain_id: int) -> Domain:
+        from pyvirt.qemu.domains import NoDomainError
+
+        with self.running_lock:
+            name = next((rd.name for rd in self.running.values() if rd.domain_id == domain_id), None)
+        if name is None:
+            detail = f"no domain with matching id {domain_id}"  # unquoted, unlike name and uuid
+            raise NoDomainError(f"Domain not found: {detail}", str1="Domain not found: %s", str2=detail)
+        return self.lookup(name)
+
+    def is_persistent(self, name: str) -> bool:
+        with self.running_lock:
+            return name not in self.transient
+
+    def all_names(self) -> list[str]:
+        with self.running_lock:
+            transient = set(self.transient)
+        return sorted(transient | set(self.domains.names()))
+
+    def create_xml(self, xml: str | bytes, *, paused: bool = False, validate: bool = False) -> Domain:
+        """Start a transient domain (libvirt's virDomainCreateXML)."""
+        from pyvirt.qemu import process
+        from pyvirt.qemu.domains import DomainExistsError
+
+        dom = self.domains.parse(xml, validate=validate)
+        name = dom.name or ""
+        # Lock order everywhere: the domain's job, then the running table.
+        with self.job(name), self.running_lock:
+            # A definition of the same name and UUID is started with the given XML in libvirt;
+            # pyvirt asks for 'start' instead, so that the live and stored XML cannot part ways.
+            for other in (*self.domains.names(), *self.transient):
+                known = self.lookup(other)
+                if other == name or known.uuid == dom.uuid:
+                    raise DomainExistsError(f"operation failed: domain '{other}' already exists with uuid "
+                                            f"{known.uuid}")
+            process.start(self, dom, paused=paused, persistent=False)
+        return dom
 
     # -- lifecycle ------------------------------------------------------------------------------
+
+    def job(self, name: str) -> threading.RLock:
+        """The job lock of domain ``name``; hold it for any change of the domain's state."""
+        with self._jobs_lock:
+            lock = self._jobs.get(name)
+            if lock is None:
+                lock = self._jobs[name] = threading.RLock()
+            return lock
 
     def running_domain(self, name: str) -> RunningDomain | None:
         with self.running_lock:
@@ -171,28 +292,74 @@ class QemuDriver:
     def start_domain(self, name: str, *, paused: bool = False) -> RunningDomain:
         from pyvirt.qemu import process
 
-        return process.start(self, self.domains.get(name), paused=paused)
+        with self.job(name):
+            return process.start(self, self.domains.get(name), paused=paused)
+
+    def reboot_domain(self, name: str) -> None:
+        from pyvirt.qemu import process
+
+        with self.job(name):
+            process.reboot(self._require_running(name))
+
+    def reset_domain(self, name: str) -> None:
+        from pyvirt.qemu import process
+
+        with self.job(name):
+            process.reset(self._require_running(name))
+
+    def xml_to_native(self, native_format: str, xml: str | bytes) -> str:
+        """The QEMU command line a start of ``xml`` would run (virsh domxml-to-native qemu-argv).
+
+        A pretend start: nothing is created or spawned, and the runtime ids are libvirt's for a
+        domain that never ran (id -1, so the private directory is ``domain--1-NAME``).
+        """
+        from pyvirt import _errcodes as codes
+        from pyvirt.errors import PyvirtError
+        from pyvirt.qemu import capabilities
+        from pyvirt.qemu.command import CommandRuntime, build_command, format_argv_line
+
+        if native_format != "qemu-argv":
+            raise PyvirtError(f"invalid argument: unsupported config type {native_format}",
+                              code=codes.VIR_ERR_INVALID_ARG, domain=codes.VIR_FROM_QEMU)
+        dom = self.domains.parse(xml)
+        name = dom.name or ""
+        all_caps = capabilities.load_all(self.paths.cache_dir)
+        binary = dom.devices.emulator if dom.devices is not None else None
+        if binary is None:
+            host = capabilities.host_emulator(all_caps)
+            if host is None:
+                raise NotSupported("no QEMU emulator found: install qemu-system-x86 or set <emulator>")
+            binary = host.binary
+        caps = capabilities.caps_for_binary(self.paths.cache_dir, binary, all_caps)
+        lib_dir = self.paths.domain_lib_dir(-1, name)
+        runtime = CommandRuntime(domain_id=-1, lib_dir=str(lib_dir),
+                                 monitor_path=str(self.paths.monitor_socket(-1, name)))
+        return format_argv_line(build_command(dom, caps, self.conf, runtime))
 
     def destroy_domain(self, name: str, *, graceful: bool = True) -> None:
         from pyvirt.qemu import process
 
-        process.stop(self, self._require_running(name), process.VIR_DOMAIN_SHUTOFF_DESTROYED,
-                     graceful=graceful)
+        with self.job(name):
+            process.stop(self, self._require_running(name), process.VIR_DOMAIN_SHUTOFF_DESTROYED,
+                         graceful=graceful)
 
     def shutdown_domain(self, name: str) -> None:
         from pyvirt.qemu import process
 
-        process.powerdown(self._require_running(name))
+        with self.job(name):
+            process.powerdown(self._require_running(name))
 
     def suspend_domain(self, name: str) -> None:
         from pyvirt.qemu import process
 
-        process.suspend(self._require_running(name))
+        with self.job(name):
+            process.suspend(self._require_running(name))
 
     def resume_domain(self, name: str) -> None:
         from pyvirt.qemu import process
 
-        process.resume(self._require_running(name))
+        with self.job(name):
+            process.resume(self._require_running(name))
 
     def domain_state(self, name: str) -> tuple[int, int]:
         """libvirt's (state, reason) of the domain ``name``."""
@@ -201,4 +368,9 @@ class QemuDriver:
         rd = self.running_domain(name)
         if rd is not None:
             return rd.state, rd.reason
+        if not self.domains.has(name):
+            # A transient domain that stopped since the caller looked it up is gone, as in libvirt.
+            from pyvirt.qemu.domains import NoDomainError
+
+            raise NoDomainError.matching("name", name)
         return process.VIR_DOMAIN_SHUTOFF, process.shutoff_reason(self, name)

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from pyvirt.qemu.driver import QemuDriver
     from pyvirt.xml.domain import Domain
 
-__all__ = ["RunningDomain", "start", "stop", "reconnect_all", "shutoff_reason", "StartError"]
+__all__ = ["RunningDomain", "start", "stop", "reconnect_all", "shutoff_reason", "StartError", "reboot",
+           "reset"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,12 @@ class RunningDomain:
     #: the reasons an API call in progress stands for (the STOP/RESUME events alone cannot tell)
     expected_pause: int | None = None
     expected_resume: int | None = None
+    #: False for a transient domain (createXML): it has no definition and vanishes when it stops
+    persistent: bool = True
+    #: <on_poweroff>: what a guest power-off does ("destroy" stops QEMU, "restart" resets it)
+    on_poweroff: str = "destroy"
+    #: a reboot asked for through ACPI: the guest's coming power-off resets instead of stopping
+    fake_reboot: bool = False
 
     @property
     def pid(self) -> int:
@@ -104,7 +111,8 @@ class RunningDomain:
         return {"name": self.name, "uuid": self.uuid, "id": self.domain_id,
                 "identity": self.identity.to_dict(), "monitor": str(self.monitor_path),
                 "lib_dir": str(self.lib_dir), "log": str(self.log_path), "xml": self.xml,
-                "state": self.state, "reason": self.reason}
+                "state": self.state, "reason": self.reason, "persistent": self.persistent,
+                "on_poweroff": self.on_poweroff, "fake_reboot": self.fake_reboot}
 
     @classmethod
     def from_status(cls, path: Path, data: dict[str, Any]) -> RunningDomain:
@@ -113,7 +121,11 @@ class RunningDomain:
                        identity=proc.ProcessIdentity.from_dict(data["identity"]),
                        monitor_path=Path(data["monitor"]), lib_dir=Path(data["lib_dir"]),
                        status_path=path, log_path=Path(data["log"]), xml=str(data["xml"]),
-                       state=int(data["state"]), reason=int(data["reason"]))
+                       state=int(data["state"]), reason=int(data["reason"]),
+                       # absent from files of older pyvirts, whose domains were all persistent
+                       persistent=bool(data.get("persistent", True)),
+                       on_poweroff=str(data.get("on_poweroff", "destroy")),
+                       fake_reboot=bool(data.get("fake_reboot", False)))
         except (KeyError, TypeError, ValueError) as e:
             raise OperationFailed(f"{path}: incomplete domain status ({e!r}); stop the QEMU it names "
                                   "by hand and remove the file") from e
@@ -160,24 +172,29 @@ def forget_shutoff(driver: QemuDriver, name: str) -> None:
 
 def _allocate_id(driver: QemuDriver) -> int:
     # Ids grow for the life of the root, as libvirtd's do for its life; the instance lock makes
-    # this process the only writer.
-    path = _next_id_path(driver)
-    try:
-        next_id = int(path.read_text().strip())
-    except (OSError, ValueError):
-        next_id = 1
-    in_use = [rd.domain_id for rd in driver.running.values()]
-    next_id = max([next_id, *(i + 1 for i in in_use)])
+    # this process the only writer, and the running table's lock makes one thread at a time read
+    # and advance the counter (domains of different names start in parallel).
     from pyvirt.fsutil import atomic_write_text
 
-    atomic_write_text(path, f"{next_id + 1}\n")
-    return next_id
+    path = _next_id_path(driver)
+    with driver.running_lock:
+        try:
+            next_id = int(path.read_text().strip())
+        except (OSError, ValueError):
+            next_id = 1
+        in_use = [rd.domain_id for rd in driver.running.values()]
+        next_id = max([next_id, *(i + 1 for i in in_use)])
+        atomic_write_text(path, f"{next_id + 1}\n")
+        return next_id
 
 
 # --- start -----------------------------------------------------------------------------------------
 
-def start(driver: QemuDriver, dom: Domain, *, paused: bool = False) -> RunningDomain:
-    """Start ``dom``; returns it running (or paused when ``paused``). Raises, leaving nothing behind."""
+def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: bool = True) -> RunningDomain:
+    """Start ``dom``; returns it running (or paused when ``paused``). Raises, leaving nothing behind.
+
+    ``persistent=False`` starts a transient domain: no shutoff record is kept when it stops.
+    """
     from pyvirt.qemu import capabilities
     from pyvirt.qemu.command import CommandRuntime, build_command, format_argv_line
 
@@ -207,6 +224,9 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False) -> RunningDo
     build_command(live, caps, driver.conf,
                   CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_path=str(monitor_path)))
     forget_shutoff(driver, name)
+    if not persistent:
+        with driver.running_lock:
+            driver.transient[name] = dom
 
     # PrepareHost
     rd: RunningDomain | None = None
@@ -240,7 +260,8 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False) -> RunningDo
         rd = RunningDomain(name=name, uuid=dom.uuid or "", domain_id=domain_id, identity=identity,
                            monitor_path=monitor_path, lib_dir=lib_dir, status_path=status_path(driver, name),
                            log_path=log_path, xml=live.to_xml(inactive=False),
-                           state=VIR_DOMAIN_PAUSED, reason=VIR_DOMAIN_PAUSED_USER)
+                           state=VIR_DOMAIN_PAUSED, reason=VIR_DOMAIN_PAUSED_USER, persistent=persistent,
+                           on_poweroff=dom.on_poweroff or "destroy")
         # FinishStartup
         try:
             _attach_monitor(driver, rd, MONITOR_START_TIMEOUT)
@@ -249,11 +270,20 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False) -> RunningDo
                 raise _early_exit(name, log_path, log_start) from e
             raise
         assert rd.monitor is not None
+        # Read the identity again now that QEMU answers: Popen returns as soon as exec begins, and
+        # in that window /proc/PID/cmdline may not show QEMU's arguments yet. An identity taken
+        # there would not match later, and a stop would take QEMU for gone and leak it.
+        try:
+            rd.identity = proc.ProcessIdentity.of(pid)
+        except (ProcessLookupError, FileNotFoundError):
+            raise _early_exit(name, log_path, log_start) from None
         if not paused:
             _resume(rd, VIR_DOMAIN_RUNNING_BOOTED)
         rd.save()
     except BaseException:
         _cleanup_failed(driver, rd, pid, lib_dir, monitor_path, name)
+        if not persistent:
+            _forget_transient(driver, name)
         raise
     with driver.running_lock:
         driver.running[name] = rd
@@ -302,9 +332,14 @@ def _attach_monitor(driver: QemuDriver, rd: RunningDomain, timeout: float) -> No
 
 def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
     if event.name == "SHUTDOWN":
-        # The guest powered off (or QEMU was asked to quit): nothing will run it again, so stop
-        # QEMU as libvirtd does; from a thread, since the stop closes this very monitor.
-        _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
+        if _restarts_on_poweroff(rd):
+            # libvirt's fake reboot: -no-shutdown kept QEMU alive; reset it and run the guest again.
+            # From a thread: the reset waits for this monitor's reader, which runs this handler.
+            _in_thread(_finish_fake_reboot, rd)
+        else:
+            # The guest powered off (or QEMU was asked to quit): nothing will run it again, so stop
+            # QEMU as libvirtd does; from a thread, since the stop closes this very monitor.
+            _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
     elif event.name == "STOP":
         with rd.lock:
             if rd.state == VIR_DOMAIN_RUNNING:
@@ -353,11 +388,21 @@ def _teardown(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: b
         _unlink(rd.monitor_path)
         shutil.rmtree(rd.lib_dir, ignore_errors=True)
         _unlink(rd.status_path)
-        _write_shutoff(driver, rd.name, reason)
+        if rd.persistent:
+            _write_shutoff(driver, rd.name, reason)
         with driver.running_lock:
             if driver.running.get(rd.name) is rd:
                 del driver.running[rd.name]
+                if not rd.persistent:
+                    _forget_transient(driver, rd.name)
         rd.state, rd.reason = VIR_DOMAIN_SHUTOFF, reason
+
+
+def _forget_transient(driver: QemuDriver, name: str) -> None:
+    # A transient domain leaves nothing behind once stopped, as libvirt removes its object.
+    with driver.running_lock:
+        driver.transient.pop(name, None)
+    forget_shutoff(driver, name)
 
 
 def _write_shutoff(driver: QemuDriver, name: str, reason: int) -> None:
@@ -408,11 +453,16 @@ def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
         return
     with driver.running_lock:
         driver.running[rd.name] = rd
+        if not rd.persistent:
+            driver.transient[rd.name] = _live_definition(driver, rd)
     _attach_monitor(driver, rd, proc.GRACEFUL_TIMEOUT)
     assert rd.monitor is not None
     status = rd.monitor.execute("query-status")
     qemu_state = str(status.get("status", ""))
-    if qemu_state in ("shutdown", "guest-panicked"):
+    if qemu_state == "shutdown" and _restarts_on_poweroff(rd):
+        # The reboot asked for by an earlier process: the guest powered off while nobody listened.
+        _finish_fake_reboot(rd)
+    elif qemu_state in ("shutdown", "guest-panicked"):
         # The guest powered off while nobody listened; -no-shutdown kept QEMU waiting for us.
         reason = VIR_DOMAIN_SHUTOFF_SHUTDOWN if qemu_state == "shutdown" else VIR_DOMAIN_SHUTOFF_CRASHED
         stop(driver, rd, reason)
@@ -421,6 +471,13 @@ def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
             rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNKNOWN)
     elif rd.state != VIR_DOMAIN_PAUSED:
         rd.set_state(VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_UNKNOWN)
+
+
+def _live_definition(driver: QemuDriver, rd: RunningDomain) -> Domain:
+    """The definition of a transient domain, read back from its live XML."""
+    dom = driver.domains.parse(rd.xml)
+    dom.id = None
+    return dom
 
 
 def close_all(driver: QemuDriver) -> None:
@@ -467,7 +524,56 @@ def _resume(rd: RunningDomain, reason: int) -> None:
 
 
 def powerdown(rd: RunningDomain) -> None:
-    _monitor(rd).execute("system_powerdown")
+    mon = _monitor(rd)
+    with rd.lock:
+        if rd.fake_reboot:
+            # A shutdown overrides a reboot still pending, as libvirt's qemuDomainShutdownFlags does.
+            rd.fake_reboot = False
+            rd.save()
+    mon.execute("system_powerdown")
+
+
+def reboot(rd: RunningDomain) -> None:
+    """libvirt's reboot without a guest agent: ACPI power button, then a "fake reboot".
+
+    The guest powers off; QEMU (-no-shutdown) stays, and the SHUTDOWN that follows resets the
+    machine and runs it again instead of stopping it. The pending reboot is saved in the status
+    file, since the power-off may come when a later process (or none) holds the monitor.
+    """
+    mon = _monitor(rd)
+    with rd.lock:
+        rd.fake_reboot = True
+        rd.save()
+    try:
+        mon.execute("system_powerdown")
+    except BaseException:
+        with rd.lock:
+            rd.fake_reboot = False
+            rd.save()
+        raise
+
+
+def reset(rd: RunningDomain) -> None:
+    """The reset button (QMP system_reset): the guest restarts at once, without being asked."""
+    _monitor(rd).execute("system_reset")
+
+
+def _restarts_on_poweroff(rd: RunningDomain) -> bool:
+    return rd.fake_reboot or rd.on_poweroff in ("restart", "rename-restart")
+
+
+def _finish_fake_reboot(rd: RunningDomain) -> None:
+    """libvirt's qemuProcessFakeReboot: reset the powered-off machine and start its vCPUs again."""
+    try:
+        mon = _monitor(rd)
+        mon.execute("system_reset")
+        with rd.lock:
+            rd.fake_reboot = False
+        _resume(rd, VIR_DOMAIN_RUNNING_BOOTED)
+        rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED)
+        rd.save()
+    except PyvirtError as e:
+        log.warning("domain '%s': the reboot failed: %s", rd.name, e)
 
 
 def cpu_time_ns(rd: RunningDomain) -> int:

@@ -1,0 +1,250 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Lookups, listings, transient domains, reboot/reset, autostart and domxml-to-native.
+
+Listings and dominfo of inactive domains are compared with libvirt 9.0's virsh on the same XML;
+what needs QEMU runs the real test guest (TCG) or a paused QEMU through pyvirsh processes and the
+Python API.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyvirt import connection
+from pyvirt.errors import PyvirtError
+from pyvirt.testing import guest as tg
+
+from oracle import LibvirtEmbed
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_lifecycle import (  # noqa: E402
+    BOOT_TIMEOUT,
+    POWEROFF_TIMEOUT,
+    alive,
+    domain_xml,
+    nothing_left,
+    pyvirsh,
+    serial_has,
+    status_pid,
+    uri_of,
+    wait_for,
+)
+from test_lifecycle import guest as guest  # noqa: E402,F401 - the module-scoped fixture
+from test_lifecycle import root as root  # noqa: E402,F401 - kills what a failed test leaves
+
+UUID1 = "6d3c1f2a-1b6e-4b7e-9a51-0f6f1c2d3e41"
+UUID2 = "6d3c1f2a-1b6e-4b7e-9a51-0f6f1c2d3e42"
+
+
+def plain_xml(name: str, uuid: str) -> str:
+    """A domain that starts without any guest (it is only ever started paused here)."""
+    return (f"<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>64</memory>"
+            "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices/></domain>\n")
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    path.write_text(text)
+    return path
+
+
+# --- listings and dominfo against virsh ----------------------------------------------------------
+
+def test_list_virsh(root: Path, libvirt_embed: LibvirtEmbed, tmp_path: Path) -> None:
+    files = [write(tmp_path, "a.xml", plain_xml("vm1", UUID1)),
+             write(tmp_path, "b.xml", plain_xml("a-longer-name", UUID2))]
+    uri = uri_of(root)
+    for f in files:
+        theirs = libvirt_embed.virsh("define", str(f), check=False)
+        assert theirs.returncode == 0, theirs.stderr
+        pyvirsh(uri, "define", str(f))
+    for args in (["list"], ["list", "--all"], ["list", "--inactive"], ["list", "--all", "--name"],
+                 ["list", "--name"], ["dominfo", "vm1"], ["domuuid", "vm1"], ["domname", UUID2]):
+        theirs = libvirt_embed.virsh(*args, quiet=False).stdout
+        assert pyvirsh(uri, *args).stdout == theirs, args
+        # -q drops the table's header, and the columns then fit the rows alone
+        theirs = libvirt_embed.virsh(*args, quiet=True).stdout
+        assert pyvirsh(uri, "-q", *args).stdout == theirs, args
+    with connection.open(uri) as conn, pytest.raises(PyvirtError, match=r"unsupported flags \(0x10000\)"):
+        conn.listAllDomains(0x10000)
+
+
+def test_native_virsh(root: Path, libvirt_embed: LibvirtEmbed, tmp_path: Path) -> None:
+    xml = write(tmp_path, "a.xml", plain_xml("vm1", UUID1))
+    uri = uri_of(root)
+    argv = pyvirsh(uri, "domxml-to-native", "qemu-argv", str(xml)).stdout
+    # a pretend start: libvirt's id -1 in the private directory, and nothing created there
+    assert f"HOME={root}/lib/qemu/domain--1-vm1 " in argv
+    assert "-name guest=vm1,debug-threads=on" in argv and argv.endswith("\n")
+    assert list((root / "lib" / "qemu").iterdir()) == []
+    for args in (["domxml-to-native", "xen-xm", str(xml)], ["domxml-from-native", "qemu-argv", str(xml)]):
+        ours = pyvirsh(uri, *args, check=False)
+        theirs = libvirt_embed.virsh(*args, check=False)
+        assert (ours.returncode, ours.stdout, ours.stderr) == (1, "", theirs.stderr), args
+
+
+# --- lookups and listings with running and transient domains -------------------------------------
+
+@pytest.mark.slow
+def test_lookups_and_listing_flags(root: Path) -> None:
+    c = connection
+    uri = uri_of(root)
+
+    def names(conn: c.virConnect, flags: int) -> list[str]:
+        return sorted(d.name() for d in conn.listAllDomains(flags))
+
+    with c.open(uri) as conn:
+        vm1 = conn.defineXML(plain_xml("vm1", UUID1))
+        conn.defineXML(plain_xml("vm2", UUID2))
+        assert conn.listDomainsID() == [] and conn.numOfDomains() == 0
+        assert conn.listDefinedDomains() == ["vm1", "vm2"] and conn.numOfDefinedDomains() == 2
+        vm1.createWithFlags(c.VIR_DOMAIN_START_PAUSED)
+        assert conn.listDomainsID() == [1] and conn.numOfDomains() == 1
+        # listDefinedDomains lists inactive domains only, as libvirt
+        assert conn.listDefinedDomains() == ["vm2"] and conn.numOfDefinedDomains() == 1
+        assert conn.lookupByID(1).name() == "vm1"
+        with pytest.raises(PyvirtError, match="no domain with matching id 7$"):
+            conn.lookupByID(7)
+
+        transient = conn.createXML(plain_xml("tr1", "6d3c1f2a-1b6e-4b7e-9a51-0f6f1c2d3e43"),
+                                   c.VIR_DOMAIN_START_PAUSED)
+        assert transient.ID() == 2 and transient.isPersistent() == 0 and transient.isActive() == 1
+        assert conn.lookupByUUID(transient.UUID()).name() == "tr1"
+        assert names(conn, 0) == ["tr1", "vm1", "vm2"]
+        assert names(conn, c.VIR_CONNECT_LIST_DOMAINS_ACTIVE) == ["tr1", "vm1"]
+        assert names(conn, c.VIR_CONNECT_LIST_DOMAINS_INACTIVE) == ["vm2"]
+        assert names(conn, c.VIR_CONNECT_LIST_DOMAINS_PERSISTENT) == ["vm1", "vm2"]
+        assert names(conn, c.VIR_CONNECT_LIST_DOMAINS_TRANSIENT) == ["tr1"]
+        assert names(conn, c.VIR_CONNECT_LIST_DOMAINS_PAUSED) == ["tr1", "vm1"]
+        assert names(conn, c.VIR_CONNECT_LIST_DOMAINS_RUNNING) == []
+        active_persistent = c.VIR_CONNECT_LIST_DOMAINS_ACTIVE | c.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        assert names(conn, active_persistent) == ["vm1"]
+        with pytest.raises(PyvirtError, match="already exists"):
+            conn.createXML(plain_xml("vm2", "6d3c1f2a-1b6e-4b7e-9a51-0f6f1c2d3e44"), 0)
+        with pytest.raises(PyvirtError, match="transient"):
+            transient.setAutostart(1)
+
+    # Another process sees the same through pyvirsh (and adopts the transient domain): numbers
+    # resolve as ids first.
+    assert pyvirsh(uri, "list", "--all").stdout == (
+        " Id   Name   State\n-----------------------\n 1    vm1    paused\n 2    tr1    paused\n"
+        " -    vm2    shut off\n\n")
+    assert pyvirsh(uri, "list", "--transient", "--name").stdout == "tr1\n\n"
+    assert pyvirsh(uri, "domname", "2").stdout == "tr1\n\n"
+    info = pyvirsh(uri, "dominfo", "2").stdout
+    assert info.startswith("Id:             2\nName:           tr1\n")
+    assert "\nCPU time:       " in info and "\nPersistent:     no\n" in info
+
+    # A stopped transient domain is gone from every listing and lookup.
+    assert pyvirsh(uri, "destroy", "tr1").stdout == "Domain 'tr1' destroyed\n\n"
+    assert pyvirsh(uri, "list", "--all", "--name").stdout == "vm1\nvm2\n\n"
+    assert not (root / "run" / "qemu" / "tr1.shutoff").exists()
+    gone = pyvirsh(uri, "dominfo", "tr1", check=False)
+    assert gone.returncode == 1 and "failed to get domain 'tr1'" in gone.stderr
+
+    # Undefining a running domain leaves it running as a transient one, as in libvirt.
+    assert pyvirsh(uri, "undefine", "vm1").stdout == "Domain 'vm1' has been undefined\n\n"
+    assert pyvirsh(uri, "list", "--transient", "--name").stdout == "vm1\n\n"
+    assert pyvirsh(uri, "destroy", "vm1").stdout == "Domain 'vm1' destroyed\n\n"
+    assert pyvirsh(uri, "list", "--all", "--name").stdout == "vm2\n\n"
+
+
+# --- the guest: transient create, reboot, reset, autostart ---------------------------------------
+
+@pytest.mark.slow
+def test_create_reboot_reset(root: Path, guest: tg.Guest) -> None:
+    uri = uri_of(root)
+    serial = root / "serial.log"
+    xml = write(root, "tr.xml", domain_xml("tr", guest, serial))
+    assert pyvirsh(uri, "create", str(xml)).stdout == f"Domain 'tr' created from {xml}\n\n"
+    assert pyvirsh(uri, "dominfo", "tr").stdout.count("Persistent:     no\n") == 1
+    wait_for(lambda: serial_has(serial, tg.READY_MARKER), BOOT_TIMEOUT, "the guest's ready marker")
+    pid = status_pid(root, "tr")
+
+    def markers() -> int:
+        return serial.read_bytes().count(tg.READY_MARKER.encode())
+
+    # reboot: the ACPI power button, and a fake reboot when the guest powers off. Nobody holds the
+    # monitor meanwhile: the domstate calls reconnect and finish the reboot.
+    assert pyvirsh(uri, "reboot", "tr").stdout == "Domain 'tr' is being rebooted\n\n"
+    wait_for(lambda: serial_has(serial, tg.POWEROFF_MARKER), POWEROFF_TIMEOUT, "the guest's poweroff")
+    wait_for(lambda: pyvirsh(uri, "domstate", "--reason", "tr").stdout == "running (booted)\n\n"
+             and markers() == 2, BOOT_TIMEOUT, "the guest to boot again")
+    assert status_pid(root, "tr") == pid and pid is not None and alive(pid)
+
+    # reset: at once, without the guest's help
+    assert pyvirsh(uri, "reset", "tr").stdout == "Domain 'tr' was reset\n\n"
+    wait_for(lambda: markers() == 3, BOOT_TIMEOUT, "the guest to boot after the reset")
+    assert status_pid(root, "tr") == pid
+
+    # a transient domain that powers off is gone
+    assert pyvirsh(uri, "shutdown", "tr").stdout == "Domain 'tr' is being shutdown\n\n"
+    wait_for(lambda: pyvirsh(uri, "list", "--all", "--name").stdout == "\n", POWEROFF_TIMEOUT,
+             "the transient domain to vanish")
+    nothing_left(root, "tr")
+
+
+@pytest.mark.slow
+def test_reboot_in_one_process(root: Path, guest: tg.Guest) -> None:
+    """With the monitor held, the SHUTDOWN event itself turns into the reset."""
+    serial = root / "serial.log"
+    with connection.open(uri_of(root)) as conn:
+        dom = conn.defineXML(domain_xml("vm", guest, serial))
+        dom.create()
+        wait_for(lambda: serial_has(serial, tg.READY_MARKER), BOOT_TIMEOUT, "the guest's ready marker")
+        dom.reboot(0)
+        wait_for(lambda: serial.read_bytes().count(tg.READY_MARKER.encode()) == 2, BOOT_TIMEOUT * 2,
+                 "the guest to boot again")
+        assert dom.state() == [connection.VIR_DOMAIN_RUNNING, 1]
+        dom.destroy()
+
+
+@pytest.mark.slow
+def test_autostart(root: Path, tmp_path: Path) -> None:
+    uri = uri_of(root)
+    pyvirsh(uri, "define", str(write(tmp_path, "a.xml", plain_xml("vm1", UUID1))))
+    assert pyvirsh(uri, "autostart", "vm1").stdout == "Domain 'vm1' marked as autostarted\n\n"
+    link = root / "etc" / "qemu" / "autostart" / "vm1.xml"
+    assert link.is_symlink() and link.resolve() == root / "etc" / "qemu" / "vm1.xml"
+    assert "Autostart:      enable\n" in pyvirsh(uri, "dominfo", "vm1").stdout
+    assert pyvirsh(uri, "list", "--all", "--autostart", "--name").stdout == "vm1\n\n"
+
+    # Autostart happens once per host boot, as libvirt's: the first open of this root already
+    # happened, so only a new boot (its run directory's marker gone) starts the domain.
+    assert pyvirsh(uri, "list", "--name").stdout == "\n"
+    (root / "run" / "qemu" / "autostarted").unlink()
+    assert pyvirsh(uri, "list").stdout == (" Id   Name   State\n----------------------\n"
+                                           " 1    vm1    running\n\n")
+    # destroyed on purpose, it stays off
+    pyvirsh(uri, "destroy", "vm1")
+    assert pyvirsh(uri, "list", "--name").stdout == "\n"
+
+    assert pyvirsh(uri, "autostart", "--disable", "vm1").stdout == "Domain 'vm1' unmarked as autostarted\n\n"
+    assert not link.exists() and not link.is_symlink()
+    # transient domains cannot autostart; undefine drops the mark
+    pyvirsh(uri, "autostart", "vm1")
+    pyvirsh(uri, "undefine", "vm1")
+    assert not link.is_symlink()
+
+
+@pytest.mark.slow
+def test_on_poweroff_restart(root: Path, guest: tg.Guest) -> None:
+    """<on_poweroff>restart</on_poweroff>: a guest power-off boots the guest again in the same QEMU."""
+    uri = uri_of(root)
+    serial = root / "serial.log"
+    xml = domain_xml("vm", guest, serial).replace("<devices>", "<on_poweroff>restart</on_poweroff><devices>")
+    pyvirsh(uri, "define", str(write(root, "vm.xml", xml)))
+    pyvirsh(uri, "start", "vm")
+    wait_for(lambda: serial_has(serial, tg.READY_MARKER), BOOT_TIMEOUT, "the guest's ready marker")
+    pid = status_pid(root, "vm")
+    pyvirsh(uri, "shutdown", "vm")
+    wait_for(lambda: serial_has(serial, tg.POWEROFF_MARKER), POWEROFF_TIMEOUT, "the guest's poweroff")
+    wait_for(lambda: pyvirsh(uri, "domstate", "vm").stdout == "running\n\n"
+             and serial.read_bytes().count(tg.READY_MARKER.encode()) == 2, BOOT_TIMEOUT, "a second boot")
+    assert status_pid(root, "vm") == pid
+    pyvirsh(uri, "destroy", "vm")
+    nothing_left(root, "vm")
