@@ -351,7 +351,15 @@ class virDomain:  # noqa: N801 - libvirt-python's name
 
     def destroyFlags(self, flags: int = 0) -> int:  # noqa: N802
         self._conn._check_writable("virDomainDestroyFlags")
-        self._conn.driver.destroy_domain(self._name)
+        if flags & ~VIR_DOMAIN_DESTROY_GRACEFUL:
+            from pyvirt import _errcodes as codes
+
+            raise PyvirtError(f"unsupported flags (0x{flags & ~VIR_DOMAIN_DESTROY_GRACEFUL:x}) in function "
+                              "qemuDomainDestroyFlags", code=codes.VIR_ERR_INVALID_ARG,
+                              domain=codes.VIR_FROM_QEMU, str1="qemuDomainDestroyFlags", str2="flags",
+                              int1=0, int2=0)
+        self._conn.driver.destroy_domain(self._name,
+                                         sigterm_only=bool(flags & VIR_DOMAIN_DESTROY_GRACEFUL))
         return 0
 
     def shutdown(self) -> int:
@@ -424,7 +432,13 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         return 0
 
     def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
-        return self._current().to_xml(inactive=True, secure=bool(flags & VIR_DOMAIN_XML_SECURE))
+        secure = bool(flags & VIR_DOMAIN_XML_SECURE)
+        rd = self._conn.driver.running_domain(self._name)
+        if rd is not None and not flags & VIR_DOMAIN_XML_INACTIVE:
+            # The live XML, as libvirt's: what this run of QEMU got (its id, the VNC port picked,
+            # media dropped at start), whatever was defined since.
+            return self._conn.driver.domains.parse(rd.xml).to_xml(inactive=False, secure=secure)
+        return self._current().to_xml(inactive=True, secure=secure)
 
     def undefine(self) -> int:
         return self.undefineFlags(0)

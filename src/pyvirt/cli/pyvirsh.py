@@ -211,9 +211,18 @@ def _start_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_destroy(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    name = _lifecycle(conn, args, "destroy", lambda d: d.destroy())
+    from pyvirt.connection import VIR_DOMAIN_DESTROY_GRACEFUL
+
+    flags = VIR_DOMAIN_DESTROY_GRACEFUL if args.graceful else 0
+    name = _lifecycle(conn, args, "destroy", lambda d: d.destroyFlags(flags))
     out.write(f"Domain '{name}' destroyed\n\n")
     return 0
+
+
+def _destroy_options(parser: argparse.ArgumentParser) -> None:
+    _domain_arg(parser)
+    parser.add_argument("--graceful", action="store_true",
+                        help="terminate gracefully (SIGTERM only, no SIGKILL)")
 
 
 def _cmd_shutdown(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
@@ -436,7 +445,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("dumpxml", "domain information in XML", _cmd_dumpxml, _dumpxml_options),
     Command("undefine", "undefine a domain", _cmd_undefine, _domain_arg),
     Command("start", "start a (previously defined) inactive domain", _cmd_start, _start_options),
-    Command("destroy", "destroy (stop) a domain", _cmd_destroy, _domain_arg),
+    Command("destroy", "destroy (stop) a domain", _cmd_destroy, _destroy_options),
     Command("shutdown", "gracefully shutdown a domain", _cmd_shutdown, _domain_arg),
     Command("suspend", "suspend a domain", _cmd_suspend, _domain_arg),
     Command("resume", "resume a domain", _cmd_resume, _domain_arg),

@@ -336,12 +336,17 @@ class QemuDriver:
                                  monitor_path=str(self.paths.monitor_socket(-1, name)))
         return format_argv_line(build_command(dom, caps, self.conf, runtime))
 
-    def destroy_domain(self, name: str, *, graceful: bool = True) -> None:
+    def destroy_domain(self, name: str, *, graceful: bool = True, sigterm_only: bool = False) -> None:
+        """Stop QEMU of ``name``: SIGTERM, then SIGKILL (or SIGKILL at once when not ``graceful``).
+
+        ``sigterm_only`` is libvirt's VIR_DOMAIN_DESTROY_GRACEFUL: no SIGKILL; a QEMU that outlives
+        the wait makes this raise and the domain stays running.
+        """
         from pyvirt.qemu import process
 
         with self.job(name):
             process.stop(self, self._require_running(name), process.VIR_DOMAIN_SHUTOFF_DESTROYED,
-                         graceful=graceful)
+                         graceful=graceful, sigterm_only=sigterm_only)
 
     def shutdown_domain(self, name: str) -> None:
         from pyvirt.qemu import process

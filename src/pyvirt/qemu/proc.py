@@ -110,7 +110,30 @@ def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
         raise OperationFailed(f"cannot run {argv[0]}: {e.strerror or e}; check that the emulator "
                               "exists and is executable") from e
     _adopt(popen)
+    _wait_exec_done(popen.pid)
     return popen.pid
+
+
+#: how long a new process may take to finish exec() before its /proc view is used anyway
+_EXEC_DONE_TIMEOUT = 1.0
+
+
+def _wait_exec_done(pid: int) -> None:
+    """Wait until the kernel has set up the new program's arguments.
+
+    Popen returns when exec() begins (the close-on-exec error pipe closes early in exec), not
+    when it ends: for a moment /proc/PID/cmdline and /proc/PID/environ are still empty. A pid
+    identity read then would never match again, and a stop would take the process for gone.
+    """
+    deadline = time.monotonic() + _EXEC_DONE_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read(1):
+                    return
+        except OSError:
+            return  # gone already: the caller finds out soon enough
+        time.sleep(0.0002)
 
 
 def _adopt(popen: subprocess.Popen[bytes]) -> None:

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import copy
 import datetime
+import errno
 import logging
 import os
 import shutil
+import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyvirt import _errcodes as codes
 from pyvirt.errors import OperationFailed, OperationInvalid, PyvirtError
 from pyvirt.qemu import proc
 from pyvirt.qemu.monitor import Disconnect, Monitor, QMPEvent
@@ -68,6 +72,9 @@ SHUTOFF_FORMAT = proc.StatusFormat("pyvirt-domain-shutoff", 1)
 MONITOR_START_TIMEOUT = 30.0
 #: how much of QEMU's log a start error quotes
 LOG_TAIL_BYTES = 2000
+#: how long destroyFlags(VIR_DOMAIN_DESTROY_GRACEFUL) waits after SIGTERM before giving up
+#: (libvirt's virProcessKillPainfully waits 15 s; pyvirt's other stops wait proc.GRACEFUL_TIMEOUT)
+GRACEFUL_DESTROY_TIMEOUT = proc.GRACEFUL_TIMEOUT
 
 
 class StartError(OperationFailed):
@@ -102,6 +109,8 @@ class RunningDomain:
     on_poweroff: str = "destroy"
     #: a reboot asked for through ACPI: the guest's coming power-off resets instead of stopping
     fake_reboot: bool = False
+    #: the TCP port of its VNC server, reserved in this process (see :func:`_reserve_vnc_port`)
+    vnc_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -112,7 +121,7 @@ class RunningDomain:
                 "identity": self.identity.to_dict(), "monitor": str(self.monitor_path),
                 "lib_dir": str(self.lib_dir), "log": str(self.log_path), "xml": self.xml,
                 "state": self.state, "reason": self.reason, "persistent": self.persistent,
-                "on_poweroff": self.on_poweroff, "fake_reboot": self.fake_reboot}
+                "on_poweroff": self.on_poweroff, "fake_reboot": self.fake_reboot, "vnc_port": self.vnc_port}
 
     @classmethod
     def from_status(cls, path: Path, data: dict[str, Any]) -> RunningDomain:
@@ -125,7 +134,8 @@ class RunningDomain:
                        # absent from files of older pyvirts, whose domains were all persistent
                        persistent=bool(data.get("persistent", True)),
                        on_poweroff=str(data.get("on_poweroff", "destroy")),
-                       fake_reboot=bool(data.get("fake_reboot", False)))
+                       fake_reboot=bool(data.get("fake_reboot", False)),
+                       vnc_port=int(data["vnc_port"]) if data.get("vnc_port") is not None else None)
         except (KeyError, TypeError, ValueError) as e:
             raise OperationFailed(f"{path}: incomplete domain status ({e!r}); stop the QEMU it names "
                                   "by hand and remove the file") from e
@@ -215,10 +225,13 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
         raise StartError(f"Cannot find QEMU binary {binary}: No such file or directory; install it or "
                          f"fix <emulator> of domain '{name}'")
     caps = capabilities.caps_for_binary(driver.paths.cache_dir, binary, all_caps)
+    # PrepareDomain: what libvirt resolves before touching the host (networks, disk sources).
+    _check_networks(dom)
+    live = copy.deepcopy(dom)
+    _check_disk_sources(live)
     domain_id = _allocate_id(driver)
     lib_dir = driver.paths.domain_lib_dir(domain_id, name)
     monitor_path = driver.paths.monitor_socket(domain_id, name)
-    live = copy.deepcopy(dom)
     live.id = domain_id
     # Checked without side effects first (a pretend build), so an unsupported device costs nothing.
     build_command(live, caps, driver.conf,
@@ -231,13 +244,15 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     # PrepareHost
     rd: RunningDomain | None = None
     pid: int | None = None
+    vnc_port: int | None = None
     log_path = driver.paths.log_dir / f"{name}.log"
     try:
+        vnc_port = _reserve_vnc_port(driver, live)
         lib_dir.mkdir(mode=0o700, parents=True, exist_ok=False)
         listener = proc.listen_unix(monitor_path)
         try:
             runtime = CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_fd=listener.fileno(),
-                                     channel_dir=str(lib_dir))
+                                     channel_dir=str(lib_dir), vnc_port=vnc_port)
             cmd = build_command(live, caps, driver.conf, runtime)
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
@@ -259,9 +274,9 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
             raise _early_exit(name, log_path, log_start) from None
         rd = RunningDomain(name=name, uuid=dom.uuid or "", domain_id=domain_id, identity=identity,
                            monitor_path=monitor_path, lib_dir=lib_dir, status_path=status_path(driver, name),
-                           log_path=log_path, xml=live.to_xml(inactive=False),
+                           log_path=log_path, xml=live.to_xml(inactive=False, secure=True),
                            state=VIR_DOMAIN_PAUSED, reason=VIR_DOMAIN_PAUSED_USER, persistent=persistent,
-                           on_poweroff=dom.on_poweroff or "destroy")
+                           on_poweroff=dom.on_poweroff or "destroy", vnc_port=vnc_port)
         # FinishStartup
         try:
             _attach_monitor(driver, rd, MONITOR_START_TIMEOUT)
@@ -270,18 +285,11 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
                 raise _early_exit(name, log_path, log_start) from e
             raise
         assert rd.monitor is not None
-        # Read the identity again now that QEMU answers: Popen returns as soon as exec begins, and
-        # in that window /proc/PID/cmdline may not show QEMU's arguments yet. An identity taken
-        # there would not match later, and a stop would take QEMU for gone and leak it.
-        try:
-            rd.identity = proc.ProcessIdentity.of(pid)
-        except (ProcessLookupError, FileNotFoundError):
-            raise _early_exit(name, log_path, log_start) from None
         if not paused:
             _resume(rd, VIR_DOMAIN_RUNNING_BOOTED)
         rd.save()
     except BaseException:
-        _cleanup_failed(driver, rd, pid, lib_dir, monitor_path, name)
+        _cleanup_failed(driver, rd, pid, lib_dir, monitor_path, name, vnc_port)
         if not persistent:
             _forget_transient(driver, name)
         raise
@@ -305,10 +313,11 @@ def _early_exit(name: str, log_path: Path, offset: int) -> StartError:
 
 
 def _cleanup_failed(driver: QemuDriver, rd: RunningDomain | None, pid: int | None, lib_dir: Path,
-                    monitor_path: Path, name: str) -> None:
+                    monitor_path: Path, name: str, vnc_port: int | None) -> None:
     if rd is not None:
         _teardown(driver, rd, VIR_DOMAIN_SHUTOFF_FAILED)
         return
+    _release_vnc_port(vnc_port)
     if pid is not None:
         try:
             proc.terminate(pid, graceful_timeout=0)
@@ -318,6 +327,132 @@ def _cleanup_failed(driver: QemuDriver, rd: RunningDomain | None, pid: int | Non
     shutil.rmtree(lib_dir, ignore_errors=True)
     _unlink(status_path(driver, name))
     _write_shutoff(driver, name, VIR_DOMAIN_SHUTOFF_FAILED)
+
+
+# --- host resources checked or reserved before launching -------------------------------------------
+
+def _check_networks(dom: Domain) -> None:
+    """libvirt's network lookup of PrepareDomain, for ``<interface type='network'>``.
+
+    pyvirt has no network driver yet, so every named network is missing: the start fails here, as
+    libvirt's does for an undefined network, rather than with a builder error about tap devices.
+    """
+    assert dom.devices is not None
+    for net in dom.devices.interfaces:
+        if net.type != "network":
+            continue
+        network = net.source.network if net.source is not None else None
+        detail = f"no network with matching name '{network or ''}'"
+        raise PyvirtError(f"Network not found: {detail}", code=codes.VIR_ERR_NO_NETWORK,
+                          domain=codes.VIR_FROM_NETWORK, str1="Network not found: %s", str2=detail)
+
+
+def _check_disk_sources(live: Domain) -> None:
+    """libvirt's check of local disk sources (qemuDomainDetermineDiskChain) before QEMU runs.
+
+    A missing file fails the start with libvirt's message instead of QEMU's, and before anything
+    exists to clean up. startupPolicy='optional' drops a missing source (the medium is ejected),
+    as libvirt's qemuDomainCheckDiskStartupPolicy does; empty CD-ROMs and floppies need nothing.
+    """
+    assert live.devices is not None
+    for disk in live.devices.disks:
+        src = disk.source
+        if src is None or disk.type not in ("file", "block"):
+            continue
+        path = src.file if disk.type == "file" else src.dev
+        if not path:
+            continue
+        try:
+            os.stat(path)
+        except OSError as e:
+            if src.startup_policy == "optional":
+                log.warning("domain '%s': dropping the missing source '%s' of disk %s (startupPolicy "
+                            "'optional')", live.name, path,
+                            disk.target.dev if disk.target is not None else "?")
+                disk.source = None
+                continue
+            # libvirt names the uid and gid QEMU would open it as; pyvirt runs QEMU as itself.
+            what = f"Cannot access storage file '{path}' (as uid:{os.getuid()}, gid:{os.getgid()})"
+            raise PyvirtError(f"{what}: {e.strerror or os.strerror(e.errno or errno.EIO)}",
+                              code=codes.VIR_ERR_SYSTEM_ERROR, domain=codes.VIR_FROM_STORAGE,
+                              str1=what, int1=e.errno or 0) from None
+
+
+#: TCP ports of VNC servers of domains this process started or adopted. The bind test alone
+#: cannot see a port picked by a concurrent start whose QEMU does not listen yet.
+_vnc_ports: set[int] = set()
+_vnc_lock = threading.Lock()
+
+
+def _vnc_address(driver: QemuDriver, live: Domain) -> tuple[Any, str] | None:
+    """The VNC <graphics> of ``live`` and the address it listens on, when it listens on TCP."""
+    assert live.devices is not None
+    for g in live.devices.graphics:
+        if g.type != "vnc":
+            continue
+        listen = g.listens[0] if g.listens else None
+        if g.socket is not None or (listen is not None and listen.type not in (None, "address")):
+            return None
+        # The same choice as the command builder's.
+        return g, (listen.address if listen is not None and listen.address else None) or g.listen \
+            or driver.conf.vnc_listen
+    return None
+
+
+def _bind_test(address: str, port: int) -> OSError | None:
+    """Whether a server could listen on address:port now (None) or why not."""
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return OSError(errno.EADDRNOTAVAIL, f"cannot resolve '{address}': {e.strerror}")
+    family, type_, proto, _, sockaddr = infos[0]
+    try:
+        with socket.socket(family, type_, proto) as s:
+            # As QEMU binds: a connection of a previous server in TIME_WAIT does not hold the port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(sockaddr)
+    except OSError as e:
+        return e
+    return None
+
+
+def _reserve_vnc_port(driver: QemuDriver, live: Domain) -> int | None:
+    """Pick (autoport) or check (fixed port) the VNC port and reserve it; sets it in the live XML.
+
+    libvirt's virPortAllocator over qemu.conf's remote_display_port_min..max. A fixed port is
+    checked too, so that a busy one fails the start with its number rather than with QEMU's log.
+    """
+    found = _vnc_address(driver, live)
+    if found is None:
+        return None
+    g, address = found
+    name = live.name or ""
+    with _vnc_lock:
+        if g.autoport or g.port in (None, -1):
+            lo, hi = driver.conf.remote_display_port_min, driver.conf.remote_display_port_max
+            for port in range(lo, hi + 1):
+                if port not in _vnc_ports and _bind_test(address, port) is None:
+                    break
+            else:
+                raise PyvirtError(f"internal error: Unable to find an unused port in range 'display' "
+                                  f"({lo}-{hi})", code=codes.VIR_ERR_INTERNAL_ERROR,
+                                  domain=codes.VIR_FROM_NONE)
+        else:
+            port = int(g.port)
+            busy = (OSError(errno.EADDRINUSE, "used by another domain of pyvirt") if port in _vnc_ports
+                    else _bind_test(address, port))
+            if busy is not None:
+                raise OperationFailed(f"operation failed: VNC port {port} of domain '{name}' on {address} "
+                                      f"is not available: {busy.strerror}; free it or use autoport='yes'")
+        _vnc_ports.add(port)
+    g.port = port
+    return port
+
+
+def _release_vnc_port(port: int | None) -> None:
+    if port is not None:
+        with _vnc_lock:
+            _vnc_ports.discard(port)
 
 
 # --- monitor and events ----------------------------------------------------------------------------
@@ -364,14 +499,52 @@ def _in_thread(fn: Any, *args: Any) -> None:
 
 # --- stop ------------------------------------------------------------------------------------------
 
-def stop(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: bool = True) -> None:
+def stop(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: bool = True,
+         sigterm_only: bool = False) -> None:
     """libvirt's qemuProcessStop: end QEMU (SIGTERM, then SIGKILL), remove its runtime files and
-    record ``reason`` as why the domain is shut off. No-op when another stop got there first."""
+    record ``reason`` as why the domain is shut off. No-op when another stop got there first.
+
+    ``sigterm_only`` is VIR_DOMAIN_DESTROY_GRACEFUL: QEMU gets SIGTERM alone, and when it has not
+    exited after :data:`GRACEFUL_DESTROY_TIMEOUT` the stop fails and the domain keeps running.
+    """
     with rd.lock:
         if rd.stopping:
             return
+        # Set before the signal: QEMU's SHUTDOWN event and end of monitor must not be taken for a
+        # guest power-off or a crash while we stop it.
         rd.stopping = True
+    if sigterm_only:
+        try:
+            _sigterm_and_wait(rd, GRACEFUL_DESTROY_TIMEOUT)
+        except BaseException:
+            with rd.lock:
+                rd.stopping = False
+            raise
     _teardown(driver, rd, reason, graceful=graceful)
+
+
+def _sigterm_and_wait(rd: RunningDomain, timeout: float) -> None:
+    """libvirt's virProcessKillPainfully(force=false): SIGTERM, wait, never SIGKILL."""
+    pid = rd.pid
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        # Checked once the pidfd pins the process: a reused pid is not signalled.
+        if not rd.identity.matches():
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+    finally:
+        os.close(pidfd)
+    if proc.wait_for_exit(rd.identity, timeout):
+        return
+    what = f"Failed to terminate process {pid} with SIGTERM"
+    raise PyvirtError(f"{what}: {os.strerror(errno.EBUSY)}", code=codes.VIR_ERR_SYSTEM_ERROR,
+                      domain=codes.VIR_FROM_NONE, str1=what, int1=errno.EBUSY)
 
 
 def _teardown(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: bool = True) -> None:
@@ -388,6 +561,7 @@ def _teardown(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: b
         _unlink(rd.monitor_path)
         shutil.rmtree(rd.lib_dir, ignore_errors=True)
         _unlink(rd.status_path)
+        _release_vnc_port(rd.vnc_port)
         if rd.persistent:
             _write_shutoff(driver, rd.name, reason)
         with driver.running_lock:
@@ -455,6 +629,10 @@ def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
         driver.running[rd.name] = rd
         if not rd.persistent:
             driver.transient[rd.name] = _live_definition(driver, rd)
+    if rd.vnc_port is not None:
+        # Its QEMU holds the port; keep starts of this process from picking it meanwhile.
+        with _vnc_lock:
+            _vnc_ports.add(rd.vnc_port)
     _attach_monitor(driver, rd, proc.GRACEFUL_TIMEOUT)
     assert rd.monitor is not None
     status = rd.monitor.execute("query-status")
