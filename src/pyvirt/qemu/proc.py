@@ -110,7 +110,7 @@ def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
         raise OperationFailed(f"cannot run {argv[0]}: {e.strerror or e}; check that the emulator "
                               "exists and is executable") from e
     _adopt(popen)
-    _wait_exec_done(popen.pid)
+    _wait_exec_done(popen.pid, argv, env)
     return popen.pid
 
 
@@ -118,21 +118,27 @@ def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
 _EXEC_DONE_TIMEOUT = 1.0
 
 
-def _wait_exec_done(pid: int) -> None:
-    """Wait until the kernel has set up the new program's arguments.
+def _wait_exec_done(pid: int, argv: Sequence[str], env: Mapping[str, str] | None) -> None:
+    """Wait until the kernel has laid out the new program's arguments and environment.
 
     Popen returns when exec() begins (the close-on-exec error pipe closes early in exec), not
-    when it ends: for a moment /proc/PID/cmdline and /proc/PID/environ are still empty. A pid
+    when it ends: for a moment /proc/PID/cmdline is empty or cut short, and environ too. A pid
     identity read then would never match again, and a stop would take the process for gone.
     """
+    want_cmdline = b"".join(os.fsencode(a) + b"\0" for a in argv)
+    want_environ = None if env is None else b"".join(
+        os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items())
     deadline = time.monotonic() + _EXEC_DONE_TIMEOUT
     while time.monotonic() < deadline:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read(1):
-                    return
+                cmdline = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
         except OSError:
             return  # gone already: the caller finds out soon enough
+        if cmdline == want_cmdline and (want_environ is None or environ == want_environ):
+            return
         time.sleep(0.0002)
 
 
