@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +22,12 @@ import pytest
 
 from pyvirt import connection
 from pyvirt.errors import PyvirtError
-from pyvirt.qemu import proc
-from pyvirt.qemu.process import STATUS_FORMAT
 from pyvirt.testing import guest as tg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_lifecycle import alive, qemus_of  # noqa: E402
+from test_lifecycle import guest as guest  # noqa: E402,F401 - the module-scoped fixture
+from test_lifecycle import root as root  # noqa: E402,F401 - kills what a failed test leaves
 
 THREADS = 20
 
@@ -41,24 +44,6 @@ def domain_xml(name: str, guest: tg.Guest | None, serial: Path | None, memory_mi
   <devices>{devices}</devices>
 </domain>
 """
-
-
-def qemus_of(root: Path) -> list[int]:
-    """Live QEMU processes whose command line mentions this root."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"qemu-system" in cmdline and str(root).encode() in cmdline and state not in (b"Z", b"X"):
-            found.append(int(entry))
-    return found
 
 
 def qemu_children() -> list[int]:
@@ -84,29 +69,8 @@ def qemu_children() -> list[int]:
 def nothing_left(root: Path) -> None:
     assert list((root / "run" / "qemu").glob("*.json")) == []
     assert list((root / "lib" / "qemu").iterdir()) == []
-    assert qemus_of(root) == []
+    assert [p for p in qemus_of(root) if alive(p)] == []
     assert qemu_children() == []
-
-
-@pytest.fixture(scope="module")
-def guest() -> tg.Guest:
-    return tg.build()
-
-
-@pytest.fixture
-def root(embed_root: Path) -> Iterator[Path]:
-    try:
-        yield embed_root
-    finally:
-        # Whatever failed, no QEMU outlives the test: by the status files, then by command line.
-        run = embed_root / "run" / "qemu"
-        pids = set(qemus_of(embed_root))
-        for status in run.glob("*.json") if run.is_dir() else []:
-            with contextlib.suppress(Exception):
-                pids.add(int(proc.read_status(status, STATUS_FORMAT)["identity"]["pid"]))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -153,7 +117,7 @@ def test_concurrent_paused_domains(root: Path, conn: connection.virConnect, gues
         dom = conn.lookupByName(name)
         assert dom.isActive() == 1
         assert dom.state() == [connection.VIR_DOMAIN_PAUSED, 1]  # paused (user)
-    assert len(qemus_of(root)) == THREADS
+    assert len([p for p in qemus_of(root) if alive(p)]) == THREADS
 
     def destroy(i: int) -> None:
         conn.lookupByName(names[i]).destroy()
@@ -200,7 +164,7 @@ def test_same_domain_from_many_threads(root: Path, conn: connection.virConnect, 
         assert "already" in str(e), str(e)
     assert dom.isActive() == 1
     assert dom.state()[0] == connection.VIR_DOMAIN_PAUSED
-    assert len(qemus_of(root)) == 1
+    assert len([p for p in qemus_of(root) if alive(p)]) == 1
     assert len(list((root / "run" / "qemu").glob("*.json"))) == 1
 
     def destroy(i: int) -> None:
