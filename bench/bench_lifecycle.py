@@ -41,6 +41,8 @@ from typing import Any
 from pyvirt import connection
 from pyvirt.testing.guest import Guest, build
 
+from bench_monitor_start import RawQMP  # QMP by hand, shared by the benches
+
 QEMU = "/usr/bin/qemu-system-x86_64"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -190,27 +192,6 @@ def libvirt_root() -> str:
 
 
 # --- raw QEMU ----------------------------------------------------------------------------------------
-
-class RawQMP:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.f = sock.makefile("rwb", buffering=0)
-        json.loads(self.f.readline())
-        self.execute("qmp_capabilities")
-
-    def execute(self, cmd: str) -> object:
-        self.f.write(json.dumps({"execute": cmd}).encode() + b"\n")
-        while True:
-            msg = json.loads(self.f.readline())
-            if "return" in msg:
-                return msg["return"]
-            if "error" in msg:
-                raise RuntimeError(msg["error"])
-
-    def close(self) -> None:
-        self.f.close()
-        self.sock.close()
-
 
 def raw_round(guest: Guest, workdir: str) -> tuple[float, float]:
     path = os.path.join(workdir, "raw.sock")
