@@ -133,7 +133,7 @@ def _cmd_dumpxml(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int
 
 
 def _dumpxml_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("domain", help="domain name or uuid")
+    _domain_arg(parser)
     parser.add_argument("--inactive", action="store_true", help="show inactive defined XML")
     parser.add_argument("--security-info", action="store_true", help="include security sensitive info")
 
