@@ -11,6 +11,8 @@ pkgs=(qemu-system-x86 qemu-utils busybox-static cpio)
 if [ "${1:-}" = "--test" ]; then
     # libvirt is the oracle and benchmark peer of the tests; pyvirt itself never uses it.
     pkgs+=(libvirt-clients libvirt-daemon-driver-qemu libvirt-daemon python3-libvirt)
+    # apparmor_parser compiles the generated AppArmor profiles (without loading them) in the tests.
+    pkgs+=(apparmor)
 fi
 
 missing=()

@@ -7,6 +7,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -23,11 +24,18 @@ from oracle import LibvirtEmbed, libvirt_available  # noqa: E402
 
 
 @pytest.fixture
-def libvirt_embed(tmp_path: Path) -> LibvirtEmbed:
-    """A fresh root for libvirt 9.0's embedded QEMU driver, the oracle."""
+def libvirt_embed() -> Iterator[LibvirtEmbed]:
+    """A fresh root for libvirt 9.0's embedded QEMU driver, the oracle.
+
+    Short, like :func:`embed_root`: libvirt puts its monitor sockets below the root too.
+    """
     if not libvirt_available():
         pytest.fail("libvirt 9.0 (virsh) is missing: run scripts/setup.sh --test")
-    return LibvirtEmbed.create(tmp_path / "libvirt-root")
+    parent = Path(tempfile.mkdtemp(prefix="lv-", dir="/tmp"))
+    try:
+        yield LibvirtEmbed.create(parent / "r")
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -61,3 +69,37 @@ def qemu_user() -> tuple[int, int]:
                         "/nonexistent", "--shell", "/usr/sbin/nologin", QEMU_TEST_USER], check=True)
         pw = pwd.getpwnam(QEMU_TEST_USER)
     return pw.pw_uid, pw.pw_gid
+
+
+@pytest.fixture(scope="session")
+def guest() -> Any:
+    """The project's test guest (built once; cached across runs)."""
+    from pyvirt.testing import guest as tg
+
+    return tg.build()
+
+
+@pytest.fixture
+def root(embed_root: Path) -> Iterator[Path]:
+    """An embed root (not created) whose QEMUs are killed after the test, whatever happened: by
+    the status files, then by command line."""
+    import contextlib
+    import os
+    import signal
+
+    from lifecycle_support import qemus_of
+
+    from pyvirt.qemu import proc
+    from pyvirt.qemu.process import STATUS_FORMAT
+
+    try:
+        yield embed_root
+    finally:
+        run = embed_root / "run" / "qemu"
+        pids = set(qemus_of(embed_root))
+        for status in run.glob("*.json") if run.is_dir() else []:
+            with contextlib.suppress(Exception):
+                pids.add(int(proc.read_status(status, STATUS_FORMAT)["identity"]["pid"]))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

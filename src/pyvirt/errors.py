@@ -129,6 +129,13 @@ class XMLError(PyvirtError):
     domain = codes.VIR_FROM_DOMAIN
 
 
+class ConfigUnsupported(PyvirtError):
+    """Valid XML asking for something this driver cannot do (libvirt's "unsupported configuration")."""
+
+    code = codes.VIR_ERR_CONFIG_UNSUPPORTED
+    domain = codes.VIR_FROM_QEMU
+
+
 class OperationFailed(PyvirtError):
     code = codes.VIR_ERR_OPERATION_FAILED
     domain = codes.VIR_FROM_QEMU

@@ -7,132 +7,28 @@ file (run/qemu/NAME.json) that the previous one left.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lifecycle_support import (
+    BOOT_TIMEOUT,
+    POWEROFF_TIMEOUT,
+    alive,
+    define,
+    domain_xml,
+    nothing_left,
+    pyvirsh,
+    serial_has,
+    status_pid,
+    uri_of,
+    wait_for,
+)
 
-from pyvirt.qemu import proc
-from pyvirt.qemu.process import STATUS_FORMAT
 from pyvirt.testing import guest as tg
 
-PYVIRSH = str(Path(sys.executable).with_name("pyvirsh"))
-BOOT_TIMEOUT = 60.0
-POWEROFF_TIMEOUT = 30.0
-
 pytestmark = pytest.mark.slow
-
-
-def pyvirsh(uri: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([PYVIRSH, "-c", uri, *args], capture_output=True, text=True, timeout=120)
-    if check:
-        assert p.returncode == 0, f"pyvirsh {' '.join(args)} failed: {p.stderr}"
-    return p
-
-
-def domain_xml(name: str, guest: tg.Guest, serial: Path, emulator: str | None = None,
-               extra_devices: str = "") -> str:
-    emu = f"<emulator>{emulator}</emulator>" if emulator else ""
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><kernel>{guest.kernel}</kernel><initrd>{guest.initrd}</initrd>
-    <cmdline>{guest.cmdline}</cmdline></os>
-  <features><acpi/></features>
-  <devices>{emu}<serial type='file'><source path='{serial}'/></serial>{extra_devices}</devices>
-</domain>
-"""
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def serial_has(path: Path, marker: str) -> bool:
-    try:
-        return marker.encode() in path.read_bytes()
-    except FileNotFoundError:
-        return False
-
-
-def status_pid(root: Path, name: str) -> int | None:
-    try:
-        return int(proc.read_status(root / "run" / "qemu" / f"{name}.json", STATUS_FORMAT)["identity"]["pid"])
-    except FileNotFoundError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False
-
-
-def qemus_of(root: Path) -> list[int]:
-    """QEMU processes whose command line mentions this root (found without the status files)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if b"qemu-system" in cmdline and str(root).encode() in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def nothing_left(root: Path, name: str) -> None:
-    assert not (root / "run" / "qemu" / f"{name}.json").exists()
-    assert list((root / "lib" / "qemu").iterdir()) == []
-    assert [p for p in qemus_of(root) if alive(p)] == []
-
-
-@pytest.fixture(scope="module")
-def guest() -> tg.Guest:
-    return tg.build()
-
-
-@pytest.fixture
-def root(embed_root: Path) -> Iterator[Path]:
-    try:
-        yield embed_root
-    finally:
-        # Whatever failed, no QEMU outlives the test: by the status files, then by command line.
-        run = embed_root / "run" / "qemu"
-        pids = set(qemus_of(embed_root))
-        for status in run.glob("*.json") if run.is_dir() else []:
-            with contextlib.suppress(Exception):
-                pids.add(int(proc.read_status(status, STATUS_FORMAT)["identity"]["pid"]))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def uri_of(root: Path) -> str:
-    return f"qemu:///embed?root={root}"
-
-
-def define(root: Path, xml: str) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "dom.xml"
-    path.write_text(xml)
-    pyvirsh(uri_of(root), "define", str(path))
 
 
 def test_start_shutdown_destroy_crash(root: Path, guest: tg.Guest) -> None:
@@ -218,14 +114,29 @@ def test_unsupported_device_leaves_nothing(root: Path, guest: tg.Guest) -> None:
 
 def test_qemu_exiting_early_reports_its_log(root: Path, guest: tg.Guest) -> None:
     uri = uri_of(root)
-    # QEMU refuses a kernel that does not exist, after the monitor socket was handed over.
-    xml = domain_xml("vm4", guest, root / "serial.log").replace(str(guest.kernel), str(root / "no-kernel"))
+    # QEMU refuses a kernel that is not one (an empty file), after the monitor socket was handed
+    # over. (A kernel that does not exist is refused before QEMU runs: see the next test.)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bad-kernel").write_bytes(b"")
+    xml = domain_xml("vm4", guest, root / "serial.log").replace(str(guest.kernel), str(root / "bad-kernel"))
     define(root, xml)
     p = pyvirsh(uri, "start", "vm4", check=False)
     assert p.returncode == 1
-    assert "exited while starting up" in p.stderr and "no-kernel" in p.stderr
+    assert "exited while starting up" in p.stderr and "bad-kernel" in p.stderr, p.stderr
     assert pyvirsh(uri, "domstate", "--reason", "vm4").stdout == "shut off (failed)\n\n"
     nothing_left(root, "vm4")
+
+
+def test_missing_kernel_is_refused_before_qemu_runs(root: Path, guest: tg.Guest) -> None:
+    uri = uri_of(root)
+    xml = domain_xml("vm6", guest, root / "serial.log").replace(str(guest.kernel), str(root / "no-kernel"))
+    define(root, xml)
+    p = pyvirsh(uri, "start", "vm6", check=False)
+    assert p.returncode == 1
+    assert f"kernel '{root}/no-kernel'" in p.stderr and "does not exist" in p.stderr, p.stderr
+    assert not (root / "log" / "qemu" / "vm6.log").exists() or "qemu-system" not in (
+        root / "log" / "qemu" / "vm6.log").read_text()
+    nothing_left(root, "vm6")
 
 
 def test_events_track_state_in_one_process(root: Path, guest: tg.Guest) -> None:

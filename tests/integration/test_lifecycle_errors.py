@@ -12,22 +12,12 @@ import os
 import re
 import signal
 import socket
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-from pyvirt import _errcodes as codes
-from pyvirt import connection
-from pyvirt.conf.qemu_conf import QemuConf
-from pyvirt.errors import PyvirtError
-from pyvirt.qemu import proc, process
-from pyvirt.testing import guest as tg
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle import (  # noqa: E402
+from lifecycle_support import (
     alive,
     define,
     domain_xml,
@@ -36,8 +26,13 @@ from test_lifecycle import (  # noqa: E402
     status_pid,
     uri_of,
 )
-from test_lifecycle import guest as guest  # noqa: E402,F401 - the module-scoped fixture
-from test_lifecycle import root as root  # noqa: E402,F401 - kills what a failed test leaves
+
+from pyvirt import _errcodes as codes
+from pyvirt import connection
+from pyvirt.conf.qemu_conf import QemuConf
+from pyvirt.errors import PyvirtError
+from pyvirt.qemu import proc, process
+from pyvirt.testing import guest as tg
 
 pytestmark = pytest.mark.slow
 

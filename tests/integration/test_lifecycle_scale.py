@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lifecycle_support import alive, qemus_of
 
 from pyvirt import connection
 from pyvirt.errors import PyvirtError
 from pyvirt.testing import guest as tg
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle import alive, qemus_of  # noqa: E402
-from test_lifecycle import guest as guest  # noqa: E402,F401 - the module-scoped fixture
-from test_lifecycle import root as root  # noqa: E402,F401 - kills what a failed test leaves
 
 THREADS = 20
 

@@ -149,9 +149,11 @@ def test_monitor_fd_and_tap_fds_from_runtime() -> None:
         build_command(dom, CAPS, CONF, dataclasses.replace(rt, tap_fds={}))
 
 
-def test_accel_follows_domain_type_and_kvm_usability() -> None:
+def test_accel_follows_the_domain_type_alone() -> None:
+    # The pure builder states what the domain asks for, as libvirt's domxml-to-native does; that
+    # KVM is unusable is the process layer's refusal (test_lifecycle_errors), never a silent TCG.
     dom = parse(domain(dtype="kvm"))
-    assert option(build(dom).argv, "-accel") == "tcg"
+    assert option(build(dom).argv, "-accel") == "kvm"
     kvm_caps = CAPS._replace(kvm=KvmStatus(True, True, "ok"))
     assert option(build_command(dom, kvm_caps, CONF, runtime_for(dom)).argv, "-accel") == "kvm"
     qemu_dom = parse(domain(dtype="qemu"))

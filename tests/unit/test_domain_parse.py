@@ -184,7 +184,6 @@ BAD: dict[str, tuple[str, str]] = {
                       "used by interfaces 1 and 2"),
     "graphics-port-high": (doc(dev="<graphics type='vnc' port='70000'/>"), "above the maximum 65535"),
     "graphics-port-low": (doc(dev="<graphics type='vnc' port='-5'/>"), "below the minimum -1"),
-    "preserve": (doc(extra="<on_reboot>preserve</on_reboot>"), "not supported"),
     "qemu-env-name": (doc().replace("</domain>", "<qemu:commandline xmlns:qemu='http://libvirt.org/"
                                     "schemas/domain/qemu/1.0'><qemu:env name='1A' value='x'/>"
                                     "</qemu:commandline></domain>"), "invalid environment variable"),
@@ -275,3 +274,19 @@ def test_current_memory_above_memory_is_refused() -> None:
     with pytest.raises(XMLError, match=r"<currentMemory> \(999999 KiB\) is larger than <memory> "
                                        r"\(65536 KiB\)"):
         define(doc(extra="<currentMemory>999999</currentMemory>"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("<on_reboot>preserve</on_reboot>", "doesn't support the 'preserve' action"),
+    ("<on_poweroff>preserve</on_poweroff>", "doesn't support the 'preserve' action"),
+    ("<on_crash>rename-restart</on_crash>", "doesn't support the 'rename-restart' action"),
+    ("<on_poweroff>restart</on_poweroff><on_reboot>destroy</on_reboot>", "use <on_reboot>restart"),
+])
+def test_unsupported_lifecycle_actions_are_libvirts_config_unsupported(extra: str, message: str) -> None:
+    # libvirt 9.0 refuses these at define with VIR_ERR_CONFIG_UNSUPPORTED (67), not as bad XML.
+    from pyvirt.errors import ConfigUnsupported
+
+    with pytest.raises(ConfigUnsupported) as exc:
+        define(doc(extra=extra))
+    assert message in str(exc.value)
+    assert exc.value.code == 67

@@ -65,6 +65,11 @@ def effective_flags(dom: Domain, caps: QemuCaps) -> frozenset[QemuCapsFlag]:
     return frozenset(flags)
 
 
+#: the per-domain master key: 32 random bytes in the private directory, QEMU's secret object of that id
+MASTER_KEY_FILE = "master-key.aes"
+MASTER_KEY_ALIAS = "masterKey0"
+
+
 def build_command(dom: Domain, caps: QemuCaps, conf: QemuConf, runtime: CommandRuntime) -> QemuCommand:
     """The command line starting ``dom`` paused (-S); raises :class:`CommandUnsupported` for what
     pyvirt cannot express yet."""
@@ -75,6 +80,11 @@ def build_command(dom: Domain, caps: QemuCaps, conf: QemuConf, runtime: CommandR
     name = dom.name or ""
     args += ["-name", keyval(("guest", name), ("debug-threads", True))]
     args += ["-S"]
+    # libvirt's per-domain master key (the process layer writes it): secrets reach QEMU encrypted
+    # with it. Named relative to QEMU's working directory, its private one: an unprivileged QEMU
+    # then needs no search permission on the directories above (libvirt names it absolutely).
+    args += ["-object", json_arg({"qom-type": "secret", "id": MASTER_KEY_ALIAS, "format": "raw",
+                                  "file": MASTER_KEY_FILE})]
     _machine(dom, conf, args)
     args += ["-accel", _accel(dom, caps)]
     _cpu(dom, args)
@@ -96,11 +106,13 @@ def build_command(dom: Domain, caps: QemuCaps, conf: QemuConf, runtime: CommandR
     if dom.features is None or not dom.features.acpi:
         args += ["-no-acpi"]
     _boot(dom, args)
-    DeviceBuilder(dom, flags, conf, runtime).build(args)
+    devices = DeviceBuilder(dom, flags, conf, runtime)
+    devices.build(args)
     if dom.qemu_commandline is not None:
         args += [a.value or "" for a in dom.qemu_commandline.args]
     if QemuCapsFlag.SECCOMP_SANDBOX in flags and conf.seccomp_sandbox != 0:
         args += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+    devices.panics(args)
     args += ["-msg", "timestamp=on"]
     env = {"LC_ALL": "C", "PATH": runtime.path_env, "HOME": runtime.lib_dir,
            "XDG_DATA_HOME": f"{runtime.lib_dir}/.local/share",
@@ -153,9 +165,9 @@ def _machine(dom: Domain, conf: QemuConf, args: list[str]) -> None:
 
 
 def _accel(dom: Domain, caps: QemuCaps) -> str:
-    # A kvm domain runs under KVM only where KVM works; elsewhere TCG keeps it runnable (libvirt
-    # would refuse to start it instead).
-    if dom.type == "kvm" and caps.kvm.usable:
+    # As libvirt: type='kvm' asks for KVM. Where KVM is not usable the process layer refuses the
+    # start (it never falls back to TCG silently); this pure builder only states the request.
+    if dom.type == "kvm":
         return "kvm"
     if dom.type not in ("kvm", "qemu"):
         raise CommandUnsupported(f"domain type '{dom.type}' cannot run on QEMU: use 'kvm' or 'qemu'")

@@ -44,6 +44,13 @@ def _unsupported(what: str) -> CommandUnsupported:
     return CommandUnsupported(f"{what} is not supported by pyvirt's command-line builder yet")
 
 
+def device_alias(dev: Any, default: str) -> str:
+    """The id a device gets on the command line: its user alias (ua-...) if it has one, else
+    ``default`` (libvirt's numbering; only user aliases survive into a definition)."""
+    alias = dev.alias.name if dev.alias is not None else None
+    return str(alias) if alias is not None and alias.startswith("ua-") else default
+
+
 class DeviceBuilder:
     """Appends the device arguments of one domain; one instance per build."""
 
@@ -63,7 +70,7 @@ class DeviceBuilder:
         for what, present in (("<hostdev>", devs.hostdevs), ("<filesystem>", devs.filesystems),
                               ("<smartcard>", devs.smartcards), ("<tpm>", devs.tpms),
                               ("<redirdev>", devs.redirdevs), ("<hub>", devs.hubs),
-                              ("<panic>", devs.panics), ("<shmem>", devs.shmems),
+                              ("<shmem>", devs.shmems),
                               ("<iommu>", devs.iommu), ("<vsock>", devs.vsock), ("<sound>", devs.sounds)):
             if present:
                 raise _unsupported(what)
@@ -102,11 +109,7 @@ class DeviceBuilder:
             return {}
         return {"bus": f"usb.{addr.usb_bus or 0}", "port": addr.port}
 
-    @staticmethod
-    def _alias(dev: Any, default: str) -> str:
-        # Only user aliases (ua-) survive into a definition; the others are libvirt's numbering.
-        alias = dev.alias.name if dev.alias is not None else None
-        return alias if alias is not None and alias.startswith("ua-") else default
+    _alias = staticmethod(device_alias)
 
     def _boot_indices(self) -> dict[int, int]:
         devs = self.devs
@@ -538,7 +541,19 @@ class DeviceBuilder:
                 raise _unsupported(f"video model '{mtype}'{'' if primary else ' as a secondary video'}")
             args += ["-device", json_arg({**props, **self._pci(v.address, f"video {alias}")})]
 
-    # --- watchdog, balloon, rng ---------------------------------------------------------------------
+    # --- watchdog, balloon, rng, panic --------------------------------------------------------------
+
+    def panics(self, args: list[str]) -> None:
+        """The pvpanic devices; libvirt puts them after -sandbox, so build() leaves them out."""
+        for p in self.devs.panics:
+            if p.model not in (None, "isa"):
+                raise _unsupported(f"panic model '{p.model}'")
+            self._need(QemuCapsFlag.PVPANIC, "<panic model='isa'>")
+            addr = p.address
+            if addr is not None and addr.type != "isa":
+                raise CommandUnsupported(f"<panic model='isa'> needs an ISA address, not type '{addr.type}'")
+            args += ["-device", json_arg({"driver": "pvpanic",
+                                          "ioport": addr.iobase if addr is not None else None})]
 
     def _watchdogs(self, args: list[str]) -> None:
         for i, wd in enumerate(self.devs.watchdogs):

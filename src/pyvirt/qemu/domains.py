@@ -10,10 +10,12 @@ when the driver starts).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import InternalError, OperationFailed, PyvirtError, XMLError
@@ -42,34 +44,81 @@ class DomainExistsError(PyvirtError):
 class DomainStore:
     """The defined domains, by name, backed by one XML file each."""
 
-    def __init__(self, config_dir: Path, parser: DomainParserConfig) -> None:
+    def __init__(self, config_dir: Path, parser: Callable[[], DomainParserConfig]) -> None:
+        """``parser`` makes the driver's parser hooks, when a definition is first parsed."""
         self.config_dir = config_dir
-        self._parser = parser
+        self._make_parser = parser
+        self._parser_config: DomainParserConfig | None = None
         self._lock = threading.RLock()
-        self._by_name: dict[str, Domain] | None = None
+        #: name -> normalised UUID (32 lower-case hex digits) of every definition; read from the
+        #: files' <name> and <uuid> alone, so that listing 1000 domains parses none of them
+        self._index: dict[str, str] | None = None
+        self._by_uuid: dict[str, str] = {}
+        #: the definitions parsed so far (a definition is parsed when first needed)
+        self._parsed: dict[str, Domain] = {}
 
-    def _domains(self) -> dict[str, Domain]:
-        if self._by_name is None:
-            self._by_name = self._load()
-        return self._by_name
+    @property
+    def _parser(self) -> DomainParserConfig:
+        if self._parser_config is None:
+            self._parser_config = self._make_parser()
+        return self._parser_config
 
-    def _load(self) -> dict[str, Domain]:
-        from pyvirt.xml.domain import parse_domain
+    def _names(self) -> dict[str, str]:
+        if self._index is None:
+            self._index = self._load_index()
+            self._by_uuid = {u: n for n, u in self._index.items()}
+        return self._index
 
-        found: dict[str, Domain] = {}
+    def _load_index(self) -> dict[str, str]:
+        found: dict[str, str] = {}
         for path in sorted(self.config_dir.glob("*.xml")):
             try:
-                dom = parse_domain(path.read_bytes(), ctx=self._parser)
-            except (OSError, XMLError) as exc:
-                # One bad file must not hide the other domains; libvirt skips it the same way.
-                print(f"pyvirt: warning: {path}: definition skipped: {exc}", file=sys.stderr)
+                data = path.read_bytes()
+            except OSError as exc:
+                print(f"pyvirt: warning: {path}: definition skipped: {exc.strerror}", file=sys.stderr)
                 continue
-            if path.stem != dom.name:
-                print(f"pyvirt: warning: {path}: skipped, it defines domain '{dom.name}'",
-                      file=sys.stderr)
+            head = _HEAD.match(data)
+            if head is not None:  # the layout pyvirt writes (libvirt's): name and uuid come first
+                name, uuid = _unescape(head.group(1).decode()), head.group(2).decode()
+            else:  # written by something else: parse it whole (and keep it)
+                dom = self._parse_file(path, data)
+                if dom is None:
+                    continue
+                name, uuid = dom.name or "", dom.uuid or ""
+            if path.stem != name:
+                print(f"pyvirt: warning: {path}: skipped, it defines domain '{name}'", file=sys.stderr)
+                self._parsed.pop(name, None)
                 continue
-            found[path.stem] = dom
+            found[name] = _norm_uuid(uuid)
         return found
+
+    def _parse_file(self, path: Path, data: bytes) -> Domain | None:
+        from pyvirt.xml.domain import parse_domain
+
+        try:
+            dom = parse_domain(data, ctx=self._parser)
+        except XMLError as exc:
+            # One bad file must not hide the other domains; libvirt skips it the same way.
+            print(f"pyvirt: warning: {path}: definition skipped: {exc}", file=sys.stderr)
+            return None
+        self._parsed[dom.name or ""] = dom
+        return dom
+
+    def _domain(self, name: str) -> Domain | None:
+        """The parsed definition of ``name`` (parsed now if need be); None if there is none."""
+        if name not in self._names():
+            return None
+        dom = self._parsed.get(name)
+        if dom is None:
+            path = self.path_of(name)
+            try:
+                data = path.read_bytes()
+            except OSError:
+                return None
+            dom = self._parse_file(path, data)
+            if dom is None or dom.name != name:
+                return None
+        return dom
 
     def path_of(self, name: str) -> Path:
         return self.config_dir / f"{name}.xml"
@@ -95,8 +144,9 @@ class DomainStore:
         from pyvirt.qemu.validate import check_define_conflicts
 
         with self._lock:
+            others = [_Known(name=n, uuid=_uuid_text(u)) for n, u in self._names().items()]
             try:
-                check_define_conflicts(dom, self._domains().values())
+                check_define_conflicts(dom, others)  # type: ignore[arg-type]
             except XMLError as exc:
                 raise DomainExistsError(str(exc)) from None
 
@@ -105,34 +155,43 @@ class DomainStore:
         dom = self.parse(xml, validate=validate)
         name = dom.name or ""
         with self._lock:
-            domains = self._domains()
+            index = self._names()
             self.check_conflicts(dom)
             atomic_write_text(self.path_of(name), dom.to_xml(inactive=True), mode=0o600)
-            domains[name] = dom
+            index[name] = _norm_uuid(dom.uuid)
+            self._by_uuid[index[name]] = name
+            self._parsed[name] = dom
         return dom
 
     def get(self, name: str) -> Domain:
         with self._lock:
-            dom = self._domains().get(name)
+            dom = self._domain(name)
         if dom is None:
             raise NoDomainError.matching("name", name)
         return dom
 
     def get_by_uuid(self, uuid: str) -> Domain:
-        wanted = uuid.replace("-", "").lower()
         with self._lock:
-            for dom in self._domains().values():
-                if (dom.uuid or "").replace("-", "").lower() == wanted:
-                    return dom
-        raise NoDomainError.matching("uuid", uuid)
+            self._names()
+            name = self._by_uuid.get(_norm_uuid(uuid))
+            dom = self._domain(name) if name is not None else None
+        if dom is None:
+            raise NoDomainError.matching("uuid", uuid)
+        return dom
+
+    def uuid_of(self, name: str) -> str | None:
+        """The UUID of definition ``name`` without parsing it (None: no such definition)."""
+        with self._lock:
+            u = self._names().get(name)
+        return _uuid_text(u) if u is not None else None
 
     def has(self, name: str) -> bool:
         with self._lock:
-            return name in self._domains()
+            return name in self._names()
 
     def names(self) -> list[str]:
         with self._lock:
-            return sorted(self._domains())
+            return sorted(self._names())
 
     def undefine(self, name: str) -> None:
         with self._lock:
@@ -143,7 +202,10 @@ class DomainStore:
                 pass  # removed behind our back: the definition is gone either way
             except OSError as exc:
                 raise OperationFailed(f"cannot remove {self.path_of(name)}: {exc.strerror}") from exc
-            del self._domains()[name]
+            uuid = self._names().pop(name)
+            self._parsed.pop(name, None)
+            if self._by_uuid.get(uuid) == name:
+                del self._by_uuid[uuid]
             # libvirt drops the autostart mark with the definition: a later domain of the same
             # name must not inherit it.
             self.set_autostart(name, False)
@@ -173,3 +235,35 @@ class DomainStore:
         except FileNotFoundError:
             return []
         return [n for n in marked if self.has(n)]
+
+
+def _norm_uuid(uuid: str | None) -> str:
+    return (uuid or "").replace("-", "").lower()
+
+
+#: the head of a definition as pyvirt (and libvirt) writes it: <domain ...>, <name>, <uuid>
+_HEAD = re.compile(rb"\s*<domain\b[^>]*>\s*<name>([^<]*)</name>\s*<uuid>([0-9a-fA-F-]{32,36})</uuid>")
+
+
+class _Known(NamedTuple):
+    name: str
+    uuid: str
+
+
+_ENTITY = re.compile(r"&(lt|gt|quot|apos|amp|#[0-9]+|#x[0-9a-fA-F]+);")
+_NAMED = {"lt": "<", "gt": ">", "quot": '"', "apos": "'", "amp": "&"}
+
+
+def _unescape(text: str) -> str:
+    """XML character data to text (xml.sax.saxutils would import urllib and email: 18 ms)."""
+    def one(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref[0] != "#":
+            return _NAMED[ref]
+        return chr(int(ref[2:], 16) if ref[1] == "x" else int(ref[1:]))
+
+    return _ENTITY.sub(one, text) if "&" in text else text
+
+
+def _uuid_text(norm: str) -> str:
+    return f"{norm[:8]}-{norm[8:12]}-{norm[12:16]}-{norm[16:20]}-{norm[20:]}" if len(norm) == 32 else norm

@@ -20,10 +20,13 @@ from pyvirt.errors import NotSupported, OperationInvalid
 from pyvirt.uri import ConnectURI
 
 if TYPE_CHECKING:
+    from pyvirt.events import EventBus
     from pyvirt.qemu.domains import DomainStore
     from pyvirt.qemu.postparse import PostParseContext
     from pyvirt.qemu.process import RunningDomain
-    from pyvirt.xml.domain import Domain
+    from pyvirt.security.cgroup import CgroupHost
+    from pyvirt.security.manager import SecurityStack
+    from pyvirt.xml.domain import Domain, DomainParserConfig
 
 
 def instance_paths(uri: ConnectURI) -> InstancePaths:
@@ -52,6 +55,12 @@ class QemuDriver:
         self._jobs_lock = threading.Lock()
         #: transient domains (createXML) by name: running, without a stored definition
         self.transient: dict[str, Domain] = {}
+        self._events: EventBus | None = None
+        #: why each inactive domain last stopped, read from its NAME.shutoff file once
+        self.shutoff_cache: dict[str, int] = {}
+        #: QEMU runs as qemu.conf's user/group (system, and embed as root), else as the caller
+        self.privileged = os.geteuid() == 0 and uri.instance != "session"
+        self._security: SecurityStack | None = None
 
     @classmethod
     def open(cls, uri: ConnectURI) -> QemuDriver:
@@ -70,6 +79,8 @@ class QemuDriver:
         lock = InstanceLock(paths)
         lock.acquire()
         driver = cls(uri, paths, conf, lock)
+        if driver.privileged:
+            driver._own_state_dirs()
         # ReconnectAll: QEMUs started by an earlier process are adopted (or found gone) at once;
         # the monitor code is only loaded when there is a status file to act on.
         if any(paths.run_dir.glob("*.json")):
@@ -82,6 +93,23 @@ class QemuDriver:
                 raise
         driver._autostart()
         return driver
+
+    def _own_state_dirs(self) -> None:
+        """Give the directories QEMU writes to qemu.conf's user and group (libvirt's
+        qemuStateInitialize does the same), also when that user changed since the last open."""
+        from pyvirt.conf.qemu_conf import resolve_user_group
+
+        uid, gid = resolve_user_group(self.conf)
+        for d in (self.paths.lib_dir, self.paths.cache_dir):
+            st = os.stat(d)
+            if (st.st_uid, st.st_gid) == (uid, gid):
+                continue
+            try:
+                os.chown(d, uid, gid)
+            except OSError as e:
+                print(f"pyvirt: warning: cannot give {d} to QEMU's user {self.conf.user}:{self.conf.group} "
+                      f"({e.strerror}); QEMU may fail to write there: run 'chown {uid}:{gid} {d}'",
+                      file=sys.stderr)
 
     #: created in the run directory by the first open after the host booted, as libvirt's
     #: virDriverShouldAutostart does: autostart happens once per boot, not on every open, so that
@@ -112,12 +140,38 @@ class QemuDriver:
                 # One domain that cannot start must not keep the driver from opening.
                 print(f"pyvirt: warning: autostart of domain '{name}' failed: {exc}", file=sys.stderr)
 
+    @property
+    def events(self) -> EventBus:
+        """The domain events of this driver, for every connection of this process to it (made on
+        first use: a short-lived CLI call never pays for it)."""
+        with self._store_lock:
+            if self._events is None:
+                from pyvirt.events import EventBus
+
+                self._events = EventBus()
+            return self._events
+
     def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
         if self.running:
             from pyvirt.qemu import process
 
             process.close_all(self)
         self._lock.release()
+
+    @property
+    def security(self) -> SecurityStack:
+        """The security drivers qemu.conf asks for, DAC last (built on first use)."""
+        with self._store_lock:
+            if self._security is None:
+                from pyvirt.security.dac import DACDriver
+                from pyvirt.security.manager import build_security_stack
+
+                self._security = build_security_stack(
+                    self.conf.security_driver, DACDriver.from_conf(self.conf), conf=self.conf,
+                    apparmor_dir=str(self.paths.config_dir / "apparmor.d"))
+            return self._security
 
     # -- capabilities -------------------------------------------------------------------------
 
@@ -126,10 +180,28 @@ class QemuDriver:
 
         return capabilities.hypervisor_version(self.paths.cache_dir)
 
-    def capabilities_xml(self) -> str:
+    def capabilities_xml(self, *, cgroup_host: CgroupHost | None = None) -> str:
         from pyvirt.qemu import caps_xml
 
-        return caps_xml.capabilities_xml(self.paths.cache_dir, self.secmodels())
+        xml = caps_xml.capabilities_xml(self.paths.cache_dir, self.secmodels())
+        note = self._device_acl_note(cgroup_host)
+        return xml.replace("  </host>", f"    <!-- pyvirt: {note} -->\n  </host>", 1) if note else xml
+
+    def _device_acl_note(self, host: CgroupHost | None) -> str | None:
+        """Why QEMU's device access is not restricted by cgroups here, or None when it is (or when
+        this instance uses no cgroups). libvirt's capabilities have no element for it: a comment
+        in <host> says it, as the start of every domain does in a warning."""
+        if self.paths.kind == "session" or self.conf.cgroup_controllers == ():
+            return None  # no cgroups at all (see pyvirt.qemu.security.uses_cgroups)
+        if host is None:
+            with open("/proc/self/cgroup") as f:  # cheap: a v1 devices controller means enforced
+                if any("devices" in line.split(":")[1].split(",") for line in f if line.count(":") >= 2):
+                    return None
+        from pyvirt.security import cgroup
+
+        host = cgroup.CgroupHost.probe() if host is None else host
+        enforced, why = cgroup.devices_enforcement(host.select(self.conf.cgroup_controllers))
+        return None if enforced else why.replace("--", "- -")
 
     def domain_capabilities_xml(self, emulatorbin: str | None, arch: str | None, machine: str | None,
                                 virttype: str | None) -> str:
@@ -144,7 +216,15 @@ class QemuDriver:
 
         uid, gid = resolve_user_group(self.conf)
         label = f"+{uid}:+{gid}"
-        return [("none", "0", {}), ("dac", "0", {"kvm": label, "qemu": label})]
+        models = self._security.models if self._security is not None else self.conf.security_driver
+        if models is None and not os.path.exists("/sys/fs/selinux/enforce") \
+                and not os.path.isdir("/sys/kernel/security/apparmor"):
+            models = ("none",)  # what probing the host gives, without loading the drivers
+        if tuple(m for m in models or () if m != "dac") == ("none",):
+            return [("none", "0", {}), ("dac", "0", {"kvm": label, "qemu": label})]
+        from pyvirt.security.seclabel import secmodels
+
+        return secmodels(self.security, label)
 
     # -- domain definitions ---------------------------------------------------------------------
 
@@ -183,14 +263,20 @@ class QemuDriver:
         with self._store_lock:
             if self._store is None:
                 from pyvirt.qemu.domains import DomainStore
-                from pyvirt.qemu.postparse import QemuDomainConfig
 
-                self._store = DomainStore(self.paths.domain_config_dir,
-                                          QemuDomainConfig(self.post_parse_context()))
+                def parser() -> DomainParserConfig:
+                    from pyvirt.qemu.postparse import QemuDomainConfig  # the XML models: only to parse
+
+                    return QemuDomainConfig(self.post_parse_context())
+
+                self._store = DomainStore(self.paths.domain_config_dir, parser)
             return self._store
 
     def define_xml(self, xml: str | bytes, *, validate: bool = False) -> Domain:
+        from pyvirt.qemu.domstate import EVENT_DEFINED
+
         with self.running_lock:
+            before = set(self.domains.names())
             dom = self.domains.define(xml, validate=validate)
             name = dom.name or ""
             rd = self.running.get(name)
@@ -199,6 +285,10 @@ class QemuDriver:
                 del self.transient[name]
                 rd.persistent = True
                 rd.save()
+        # ..._DEFINED_UPDATED for a definition replaced, ..._DEFINED_ADDED for a new one
+        if self._events is not None:  # no bus yet: nobody registered for events
+            self._events.lifecycle(name, dom.uuid or "", rd.domain_id if rd is not None else -1,
+                                   EVENT_DEFINED, 1 if name in before else 0)
         return dom
 
     def undefine(self, name: str) -> None:
@@ -212,9 +302,14 @@ class QemuDriver:
                 rd.persistent = False
                 rd.save()
             else:
-                from pyvirt.qemu import process
+                from pyvirt.qemu.domstate import forget_shutoff
 
-                process.forget_shutoff(self, name)
+                forget_shutoff(self, name)
+        if self._events is not None:  # no bus yet: nobody registered for events
+            from pyvirt.qemu.domstate import EVENT_UNDEFINED
+
+            dom_id = rd.domain_id if rd is not None else -1
+            self._events.lifecycle(name, dom.uuid or "", dom_id, EVENT_UNDEFINED, 0)
 
     # -- lookups over persistent and transient domains ------------------------------------------
 
@@ -241,6 +336,14 @@ class QemuDriver:
             raise NoDomainError(f"Domain not found: {detail}", str1="Domain not found: %s", str2=detail)
         return self.lookup(name)
 
+    def uuid_of(self, name: str) -> str | None:
+        """The UUID of domain ``name`` (persistent or transient), parsing nothing; None if unknown."""
+        with self.running_lock:
+            dom = self.transient.get(name)
+        if dom is not None:
+            return dom.uuid or ""
+        return self.domains.uuid_of(name)
+
     def is_persistent(self, name: str) -> bool:
         with self.running_lock:
             return name not in self.transient
@@ -251,7 +354,13 @@ class QemuDriver:
         return sorted(transient | set(self.domains.names()))
 
     def create_xml(self, xml: str | bytes, *, paused: bool = False, validate: bool = False) -> Domain:
-        """Start a transient domain (libvirt's virDomainCreateXML)."""
+        """Start a domain from ``xml`` (libvirt's virDomainCreateXML).
+
+        As in libvirt's virDomainObjListAdd: a new name and UUID make a transient domain; the name
+        and UUID of an inactive persistent definition start that domain with ``xml`` as its live
+        definition (the stored one is kept and used again once it stops); any other overlap is
+        refused.
+        """
         from pyvirt.qemu import process
         from pyvirt.qemu.domains import DomainExistsError
 
@@ -259,14 +368,21 @@ class QemuDriver:
         name = dom.name or ""
         # Lock order everywhere: the domain's job, then the running table.
         with self.job(name), self.running_lock:
-            # A definition of the same name and UUID is started with the given XML in libvirt;
-            # pyvirt asks for 'start' instead, so that the live and stored XML cannot part ways.
+            persistent = False
             for other in (*self.domains.names(), *self.transient):
                 known = self.lookup(other)
-                if other == name or known.uuid == dom.uuid:
+                if known.uuid == dom.uuid:
+                    if other != name:
+                        raise DomainExistsError(f"operation failed: domain '{other}' is already defined "
+                                                f"with uuid {known.uuid}")
+                    if other in self.running or other in self.transient:
+                        raise OperationInvalid(f"Requested operation is not valid: domain '{name}' is "
+                                               "already active")
+                    persistent = True
+                elif other == name:
                     raise DomainExistsError(f"operation failed: domain '{other}' already exists with uuid "
                                             f"{known.uuid}")
-            process.start(self, dom, paused=paused, persistent=False)
+            process.start(self, dom, paused=paused, persistent=persistent)
         return dom
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -317,6 +433,7 @@ class QemuDriver:
         from pyvirt.errors import PyvirtError
         from pyvirt.qemu import capabilities
         from pyvirt.qemu.command import CommandRuntime, build_command, format_argv_line
+        from pyvirt.qemu.command_devices import device_alias
 
         if native_format != "qemu-argv":
             raise PyvirtError(f"invalid argument: unsupported config type {native_format}",
@@ -332,7 +449,13 @@ class QemuDriver:
             binary = host.binary
         caps = capabilities.caps_for_binary(self.paths.cache_dir, binary, all_caps)
         lib_dir = self.paths.domain_lib_dir(-1, name)
-        runtime = CommandRuntime(domain_id=-1, lib_dir=str(lib_dir),
+        # Interfaces that need a tap get made-up descriptor numbers, as in libvirt's pretend start
+        # (a real start opens the taps and passes their fds). User networking stays what it is.
+        tap_fds: dict[str, list[int]] = {}
+        for i, net in enumerate(dom.devices.interfaces if dom.devices is not None else []):
+            if net.type in ("network", "bridge", "ethernet"):
+                tap_fds[device_alias(net, f"net{i}")] = [4 + len(tap_fds)]
+        runtime = CommandRuntime(domain_id=-1, lib_dir=str(lib_dir), tap_fds=tap_fds,
                                  monitor_path=str(self.paths.monitor_socket(-1, name)))
         return format_argv_line(build_command(dom, caps, self.conf, runtime))
 
@@ -368,7 +491,7 @@ class QemuDriver:
 
     def domain_state(self, name: str) -> tuple[int, int]:
         """libvirt's (state, reason) of the domain ``name``."""
-        from pyvirt.qemu import process
+        from pyvirt.qemu import domstate
 
         rd = self.running_domain(name)
         if rd is not None:
@@ -378,4 +501,4 @@ class QemuDriver:
             from pyvirt.qemu.domains import NoDomainError
 
             raise NoDomainError.matching("name", name)
-        return process.VIR_DOMAIN_SHUTOFF, process.shutoff_reason(self, name)
+        return domstate.VIR_DOMAIN_SHUTOFF, domstate.shutoff_reason(self, name)

@@ -394,6 +394,9 @@ class QemuDomainConfig:
             if g.default_mode == "any":
                 g.default_mode = None
             g.channels = [c for c in g.channels if c.mode != "any"]
+        for panic in devs.panics:
+            if panic.model is None:
+                panic.model = "isa"  # x86's default, as libvirt
         for wd in devs.watchdogs:
             if wd.action is None:
                 wd.action = "reset"

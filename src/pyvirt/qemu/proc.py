@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from pyvirt.errors import InternalError, OperationFailed
-from pyvirt.qemu.loop import get_loop
 
 __all__ = [
     "spawn_detached",
@@ -89,12 +88,14 @@ def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
                    cwd: str | os.PathLike[str] | None = None, log_fd: int | None = None,
                    pass_fds: Sequence[int] = (), umask: int | None = None,
                    user: int | None = None, group: int | None = None,
-                   extra_groups: Sequence[int] | None = None) -> int:
+                   extra_groups: Sequence[int] | None = None,
+                   exec_argv: Sequence[str] | None = None) -> int:
     """Start ``argv`` in a new session and return its pid; it outlives the calling process.
 
     stdin is /dev/null; stdout and stderr go to ``log_fd`` (or /dev/null). Only ``pass_fds``
     (kept at their numbers) and the three standard fds are open in the child. ``env`` is the
-    whole environment (None: inherit).
+    whole environment (None: inherit). ``exec_argv``: what ``argv`` finally execs in the same
+    process (after a wrapper such as the privilege shim); the call returns once it runs.
     """
     if not argv:
         raise InternalError("spawn_detached() needs a command")
@@ -110,7 +111,7 @@ def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
         raise OperationFailed(f"cannot run {argv[0]}: {e.strerror or e}; check that the emulator "
                               "exists and is executable") from e
     _adopt(popen)
-    _wait_exec_done(popen.pid, argv, env)
+    _wait_exec_done(popen.pid, exec_argv if exec_argv is not None else argv, env)
     return popen.pid
 
 
@@ -126,8 +127,8 @@ def _wait_exec_done(pid: int, argv: Sequence[str], env: Mapping[str, str] | None
     identity read then would never match again, and a stop would take the process for gone.
     """
     want_cmdline = b"".join(os.fsencode(a) + b"\0" for a in argv)
-    want_environ = None if env is None else b"".join(
-        os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items())
+    # As a set: a wrapper that execs the final program (the cgroup-joining shell) may reorder it.
+    want_environ = None if env is None else {os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()}
     deadline = time.monotonic() + _EXEC_DONE_TIMEOUT
     while time.monotonic() < deadline:
         try:
@@ -137,7 +138,8 @@ def _wait_exec_done(pid: int, argv: Sequence[str], env: Mapping[str, str] | None
                 environ = f.read()
         except OSError:
             return  # gone already: the caller finds out soon enough
-        if cmdline == want_cmdline and (want_environ is None or environ == want_environ):
+        if cmdline == want_cmdline and (want_environ is None
+                                        or set(environ.split(b"\0")[:-1]) == want_environ):
             return
         time.sleep(0.0002)
 
@@ -154,6 +156,8 @@ def _adopt(popen: subprocess.Popen[bytes]) -> None:
         _children[pid] = child
         _exited.pop(pid, None)
     if pidfd is not None:
+        from pyvirt.qemu.loop import get_loop  # asyncio: only once a child is spawned
+
         loop = get_loop()
         loop.call_soon(loop.loop.add_reader, pidfd, _reap, pid)
     else:
@@ -169,6 +173,8 @@ def _reap(pid: int) -> None:
     if child.popen.poll() is None:
         return  # not yet: pidfds only turn readable at exit, but stay safe
     if child.pidfd is not None:
+        from pyvirt.qemu.loop import get_loop
+
         get_loop().loop.remove_reader(child.pidfd)
         os.close(child.pidfd)
     _finish(pid, child)

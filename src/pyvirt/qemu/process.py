@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import datetime
 import errno
+import json
 import logging
 import os
 import shutil
@@ -31,9 +32,40 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
-from pyvirt.errors import OperationFailed, OperationInvalid, PyvirtError
+from pyvirt.conf.instance import short_domain_name
+from pyvirt.errors import ConfigUnsupported, OperationFailed, OperationInvalid, PyvirtError
+from pyvirt.events import QEMU_MONITOR, DomainEvent, EventBus
 from pyvirt.qemu import proc
-from pyvirt.qemu.monitor import Disconnect, Monitor, QMPEvent
+from pyvirt.qemu.domstate import (  # noqa: F401 - re-exported: process.VIR_DOMAIN_... is API of this module
+    EVENT_CRASHED,
+    EVENT_RESUMED,
+    EVENT_SHUTDOWN,
+    EVENT_SHUTDOWN_GUEST,
+    EVENT_SHUTDOWN_HOST,
+    EVENT_STARTED,
+    EVENT_STOPPED,
+    EVENT_SUSPENDED,
+    VIR_DOMAIN_CRASHED,
+    VIR_DOMAIN_CRASHED_PANICKED,
+    VIR_DOMAIN_PAUSED,
+    VIR_DOMAIN_PAUSED_UNKNOWN,
+    VIR_DOMAIN_PAUSED_USER,
+    VIR_DOMAIN_RUNNING,
+    VIR_DOMAIN_RUNNING_BOOTED,
+    VIR_DOMAIN_RUNNING_UNKNOWN,
+    VIR_DOMAIN_RUNNING_UNPAUSED,
+    VIR_DOMAIN_SHUTOFF,
+    VIR_DOMAIN_SHUTOFF_CRASHED,
+    VIR_DOMAIN_SHUTOFF_DESTROYED,
+    VIR_DOMAIN_SHUTOFF_FAILED,
+    VIR_DOMAIN_SHUTOFF_SHUTDOWN,
+    _write_shutoff,
+    forget_shutoff,
+    shutoff_reason,
+)
+from pyvirt.qemu.monitor import Disconnect, Monitor, QMPEvent, ShutdownEvent
+from pyvirt.qemu.security import LaunchSecurity, prime_cgroup_migration
+from pyvirt.qemu.security import restore as restore_security
 
 if TYPE_CHECKING:
     from pyvirt.qemu.driver import QemuDriver
@@ -44,29 +76,7 @@ __all__ = ["RunningDomain", "start", "stop", "reconnect_all", "shutoff_reason", 
 
 log = logging.getLogger(__name__)
 
-# libvirt's virDomainState and its reasons (include/libvirt/libvirt-domain.h); numbers are API.
-VIR_DOMAIN_NOSTATE = 0
-VIR_DOMAIN_RUNNING = 1
-VIR_DOMAIN_PAUSED = 3
-VIR_DOMAIN_SHUTDOWN = 4
-VIR_DOMAIN_SHUTOFF = 5
-
-VIR_DOMAIN_RUNNING_UNKNOWN = 0
-VIR_DOMAIN_RUNNING_BOOTED = 1
-VIR_DOMAIN_RUNNING_UNPAUSED = 5
-
-VIR_DOMAIN_PAUSED_UNKNOWN = 0
-VIR_DOMAIN_PAUSED_USER = 1
-VIR_DOMAIN_PAUSED_SHUTTING_DOWN = 8
-
-VIR_DOMAIN_SHUTOFF_UNKNOWN = 0
-VIR_DOMAIN_SHUTOFF_SHUTDOWN = 1
-VIR_DOMAIN_SHUTOFF_DESTROYED = 2
-VIR_DOMAIN_SHUTOFF_CRASHED = 3
-VIR_DOMAIN_SHUTOFF_FAILED = 6
-
 STATUS_FORMAT = proc.StatusFormat("pyvirt-domain-status", 1)
-SHUTOFF_FORMAT = proc.StatusFormat("pyvirt-domain-shutoff", 1)
 
 #: how long a freshly spawned QEMU may take to answer its monitor (TCG start-up on a busy host)
 MONITOR_START_TIMEOUT = 30.0
@@ -107,10 +117,25 @@ class RunningDomain:
     persistent: bool = True
     #: <on_poweroff>: what a guest power-off does ("destroy" stops QEMU, "restart" resets it)
     on_poweroff: str = "destroy"
+    #: <on_reboot>: "destroy" makes a guest reboot stop the domain (QEMU's reboot action 'shutdown')
+    on_reboot: str = "restart"
+    #: <on_crash>: what a guest panic (pvpanic's GUEST_PANICKED) does: destroy, restart, preserve,
+    #: coredump-destroy, coredump-restart
+    on_crash: str = "destroy"
     #: a reboot asked for through ACPI: the guest's coming power-off resets instead of stopping
     fake_reboot: bool = False
+    #: QEMU said SHUTDOWN: the STOP that -no-shutdown makes it send next is not a pause
+    got_shutdown: bool = False
     #: the TCP port of its VNC server, reserved in this process (see :func:`_reserve_vnc_port`)
     vnc_port: int | None = None
+    #: what its start set up for security (labels' context, cgroup), restored at stop; see
+    #: :class:`pyvirt.qemu.security.LaunchSecurity`
+    security: dict[str, Any] | None = None
+    #: libvirt's taints of this run of QEMU ("high-privileges", "custom-monitor", ...), in the order
+    #: they happened; :func:`messages` words them as libvirt's virDomainGetMessages does
+    taints: list[str] = field(default_factory=list)
+    #: where its events go; None until the start succeeded (a failed start emits nothing)
+    events: EventBus | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -121,7 +146,9 @@ class RunningDomain:
                 "identity": self.identity.to_dict(), "monitor": str(self.monitor_path),
                 "lib_dir": str(self.lib_dir), "log": str(self.log_path), "xml": self.xml,
                 "state": self.state, "reason": self.reason, "persistent": self.persistent,
-                "on_poweroff": self.on_poweroff, "fake_reboot": self.fake_reboot, "vnc_port": self.vnc_port}
+                "on_poweroff": self.on_poweroff, "on_reboot": self.on_reboot, "on_crash": self.on_crash,
+                "fake_reboot": self.fake_reboot, "vnc_port": self.vnc_port, "security": self.security,
+                "taints": self.taints}
 
     @classmethod
     def from_status(cls, path: Path, data: dict[str, Any]) -> RunningDomain:
@@ -134,8 +161,12 @@ class RunningDomain:
                        # absent from files of older pyvirts, whose domains were all persistent
                        persistent=bool(data.get("persistent", True)),
                        on_poweroff=str(data.get("on_poweroff", "destroy")),
+                       on_reboot=str(data.get("on_reboot", "restart")),
+                       on_crash=str(data.get("on_crash", "destroy")),
                        fake_reboot=bool(data.get("fake_reboot", False)),
-                       vnc_port=int(data["vnc_port"]) if data.get("vnc_port") is not None else None)
+                       vnc_port=int(data["vnc_port"]) if data.get("vnc_port") is not None else None,
+                       security=dict(data["security"]) if data.get("security") else None,
+                       taints=[str(t) for t in data.get("taints", [])])
         except (KeyError, TypeError, ValueError) as e:
             raise OperationFailed(f"{path}: incomplete domain status ({e!r}); stop the QEMU it names "
                                   "by hand and remove the file") from e
@@ -152,6 +183,74 @@ class RunningDomain:
                 self.save()
             except PyvirtError as e:  # the in-memory state stays right; the next reconnect re-reads QEMU
                 log.warning("domain '%s': cannot save its state: %s", self.name, e)
+            event = _STATE_EVENTS.get((state, reason), _STATE_EVENTS.get((state, None)))
+            if event is not None:
+                self.emit(*event)
+
+    def taint(self, what: str) -> None:
+        """Record libvirt's taint ``what`` once (status file, and the domain's log as libvirt)."""
+        with self.lock:
+            if what in self.taints:
+                return
+            self.taints.append(what)
+            try:
+                self.save()
+            except PyvirtError as e:
+                log.warning("domain '%s': cannot save its state: %s", self.name, e)
+        _log_line(self.log_path, f"Domain id={self.domain_id} is tainted: {what}")
+
+    def emit(self, event: int, detail: int) -> None:
+        """Queue libvirt's lifecycle event (``event``, ``detail``) for this domain."""
+        if self.events is not None:
+            self.events.lifecycle(self.name, self.uuid, self.domain_id, event, detail)
+
+
+#: (state, reason) set on a running domain -> the event libvirt emits for it (reason None: any)
+_STATE_EVENTS: dict[tuple[int, int | None], tuple[int, int]] = {
+    (VIR_DOMAIN_PAUSED, None): (EVENT_SUSPENDED, 0),                     # ..._SUSPENDED_PAUSED
+    (VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNPAUSED): (EVENT_RESUMED, 0),  # ..._RESUMED_UNPAUSED
+    (VIR_DOMAIN_CRASHED, None): (EVENT_CRASHED, 0),                      # ..._CRASHED_PANICKED
+}
+#: the shut-off reason -> VIR_DOMAIN_EVENT_STOPPED's detail
+_STOPPED_DETAILS = {VIR_DOMAIN_SHUTOFF_SHUTDOWN: 0, VIR_DOMAIN_SHUTOFF_DESTROYED: 1,
+                    VIR_DOMAIN_SHUTOFF_CRASHED: 2, VIR_DOMAIN_SHUTOFF_FAILED: 5}
+
+
+# libvirt's virDomainTaintFlags, in its order (virDomainGetMessages lists them so), and their words
+_TAINT_MESSAGES = {
+    "custom-argv": "custom configuration parameters specified",
+    "custom-monitor": "custom monitor control commands issued",
+    "high-privileges": "running with undesirable elevated privileges",
+    "host-cpu": "potentially unsafe use of host CPU passthrough",
+}
+
+
+def messages(rd: RunningDomain) -> list[str]:
+    """libvirt's virDomainGetMessages (tainting) for a running domain."""
+    return [f"tainted: {_TAINT_MESSAGES[t]}" for t in _TAINT_MESSAGES if t in rd.taints]
+
+
+def _start_taints(driver: QemuDriver, dom: Domain) -> list[str]:
+    """The taints libvirt's qemuDomainObjCheckTaint finds at start."""
+    from pyvirt.conf.qemu_conf import resolve_user_group
+
+    found = []
+    if dom.qemu_commandline is not None and (dom.qemu_commandline.args or dom.qemu_commandline.envs):
+        found.append("custom-argv")
+    if driver.privileged and 0 in resolve_user_group(driver.conf):  # qemu.conf's user or group
+        found.append("high-privileges")
+    if dom.cpu is not None and dom.cpu.mode == "host-passthrough":
+        found.append("host-cpu")
+    return found
+
+
+def _log_line(path: Path, text: str) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    try:
+        with open(path, "a") as f:
+            f.write(f"{stamp}+0000: {text}\n")
+    except OSError as e:
+        log.debug("%s: %s", path, e)
 
 
 # --- paths -----------------------------------------------------------------------------------------
@@ -160,24 +259,8 @@ def status_path(driver: QemuDriver, name: str) -> Path:
     return driver.paths.run_dir / f"{name}.json"
 
 
-def _shutoff_path(driver: QemuDriver, name: str) -> Path:
-    return driver.paths.run_dir / f"{name}.shutoff"
-
-
 def _next_id_path(driver: QemuDriver) -> Path:
     return driver.paths.run_dir / "next-id"
-
-
-def shutoff_reason(driver: QemuDriver, name: str) -> int:
-    """Why the inactive domain ``name`` last stopped (SHUTOFF_UNKNOWN when never started here)."""
-    try:
-        return int(proc.read_status(_shutoff_path(driver, name), SHUTOFF_FORMAT)["reason"])
-    except (FileNotFoundError, PyvirtError, KeyError, TypeError, ValueError):
-        return VIR_DOMAIN_SHUTOFF_UNKNOWN
-
-
-def forget_shutoff(driver: QemuDriver, name: str) -> None:
-    _unlink(_shutoff_path(driver, name))
 
 
 def _allocate_id(driver: QemuDriver) -> int:
@@ -211,6 +294,7 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     name = dom.name or ""
     if name in driver.running:
         raise OperationInvalid(f"Requested operation is not valid: domain '{name}' is already running")
+    prime_cgroup_migration(driver)  # the kernel's wait for the coming cgroup move, in the background
     # Init: everything that can be refused before the host is touched.
     if dom.devices is None:
         raise OperationFailed(f"domain '{name}' has no <devices>: it was not post-parsed")
@@ -225,6 +309,12 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
         raise StartError(f"Cannot find QEMU binary {binary}: No such file or directory; install it or "
                          f"fix <emulator> of domain '{name}'")
     caps = capabilities.caps_for_binary(driver.paths.cache_dir, binary, all_caps)
+    if dom.type == "kvm" and not caps.kvm.usable:
+        # libvirt launches QEMU anyway and fails with QEMU's own error; running a kvm domain under
+        # TCG instead would be a silent 10-100x slowdown. So: refuse, say why and what to do.
+        raise ConfigUnsupported(f"unsupported configuration: domain '{name}' requires KVM, but KVM is not "
+                                f"usable with {binary} on this host ({caps.kvm.reason}); fix KVM, or set "
+                                "<domain type='qemu'> to run it under TCG emulation")
     # PrepareDomain: what libvirt resolves before touching the host (networks, disk sources).
     _check_networks(dom)
     live = copy.deepcopy(dom)
@@ -245,10 +335,15 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     rd: RunningDomain | None = None
     pid: int | None = None
     vnc_port: int | None = None
+    sec: LaunchSecurity | None = None
     log_path = driver.paths.log_dir / f"{name}.log"
     try:
         vnc_port = _reserve_vnc_port(driver, live)
+        # Labels, the child's credentials and the cgroup: one transaction, undone on failure.
+        sec = LaunchSecurity(driver, live)
         lib_dir.mkdir(mode=0o700, parents=True, exist_ok=False)
+        sec.own(lib_dir)
+        _write_master_key(lib_dir, sec)
         listener = proc.listen_unix(monitor_path)
         try:
             runtime = CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_fd=listener.fileno(),
@@ -261,8 +356,9 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
                 os.write(log_fd, f"{stamp}+0000: starting up pyvirt, qemu {binary}\n"
                                  f"{format_argv_line(cmd)}\n".encode())
                 # Launch
-                pid = proc.spawn_detached([cmd.binary, *cmd.argv], cmd.env, cwd=str(lib_dir), log_fd=log_fd,
-                                          pass_fds=[listener.fileno()])
+                qemu_argv = [cmd.binary, *cmd.argv]
+                pid = proc.spawn_detached(sec.command(qemu_argv, cmd.env), cmd.env, cwd=str(lib_dir),
+                                          log_fd=log_fd, pass_fds=[listener.fileno()], exec_argv=qemu_argv)
             finally:
                 os.close(log_fd)
         finally:
@@ -276,7 +372,8 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
                            monitor_path=monitor_path, lib_dir=lib_dir, status_path=status_path(driver, name),
                            log_path=log_path, xml=live.to_xml(inactive=False, secure=True),
                            state=VIR_DOMAIN_PAUSED, reason=VIR_DOMAIN_PAUSED_USER, persistent=persistent,
-                           on_poweroff=dom.on_poweroff or "destroy", vnc_port=vnc_port)
+                           on_poweroff=dom.on_poweroff or "destroy", on_reboot=dom.on_reboot or "restart",
+                           on_crash=dom.on_crash or "destroy", vnc_port=vnc_port)
         # FinishStartup
         try:
             _attach_monitor(driver, rd, MONITOR_START_TIMEOUT)
@@ -285,17 +382,50 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
                 raise _early_exit(name, log_path, log_start) from e
             raise
         assert rd.monitor is not None
+        if rd.on_reboot == "destroy":
+            # libvirt's qemuProcessSetupLifecycleActions: a guest reboot becomes a power-off.
+            rd.monitor.execute("set-action", {"reboot": "shutdown"})
         if not paused:
             _resume(rd, VIR_DOMAIN_RUNNING_BOOTED)
+        rd.security = sec.status()
+        rd.taints = _start_taints(driver, live)
         rd.save()
+        sec.commit()
+        for taint in rd.taints:
+            _log_line(log_path, f"Domain id={domain_id} is tainted: {taint}")
     except BaseException:
+        if rd is not None:
+            rd.security = None  # undone below, by the transaction, not by the teardown
         _cleanup_failed(driver, rd, pid, lib_dir, monitor_path, name, vnc_port)
+        if sec is not None:
+            sec.rollback()
         if not persistent:
             _forget_transient(driver, name)
         raise
     with driver.running_lock:
         driver.running[name] = rd
+    rd.events = driver.events
+    # libvirt 9.0's order: its handler of QEMU's RESUME (from 'cont') reports RESUMED before the
+    # start itself reports STARTED; a paused start reports STARTED, then SUSPENDED.
+    if not paused:
+        rd.emit(EVENT_RESUMED, 0)
+    rd.emit(EVENT_STARTED, 0)  # ..._STARTED_BOOTED
+    if paused:
+        rd.emit(EVENT_SUSPENDED, 0)
     return rd
+
+
+def _write_master_key(lib_dir: Path, sec: LaunchSecurity) -> None:
+    """libvirt's qemuDomainMasterKeyCreate: 32 random bytes QEMU reads as secret 'masterKey0'."""
+    from pyvirt.qemu.command import MASTER_KEY_FILE
+
+    path = lib_dir / MASTER_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, os.urandom(32))
+    finally:
+        os.close(fd)
+    sec.own(path)
 
 
 def _early_exit(name: str, log_path: Path, offset: int) -> StartError:
@@ -460,13 +590,21 @@ def _release_vnc_port(port: int | None) -> None:
 def _attach_monitor(driver: QemuDriver, rd: RunningDomain, timeout: float) -> None:
     mon = Monitor(f"QEMU monitor of domain '{rd.name}'",
                   on_disconnect=lambda info: _on_disconnect(driver, rd, info))
-    mon.subscribe(lambda ev: _on_event(driver, rd, ev), ("SHUTDOWN", "STOP", "RESUME"))
+    mon.subscribe(lambda ev: _on_event(driver, rd, ev))
     mon.connect(rd.monitor_path, timeout=timeout)
     rd.monitor = mon
 
 
 def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
+    bus = rd.events
+    if bus is not None and bus.has_listeners(QEMU_MONITOR):
+        _emit_monitor_event(rd, bus, event)
     if event.name == "SHUTDOWN":
+        rd.got_shutdown = True
+        if not rd.stopping and not rd.fake_reboot:
+            # libvirt's qemuProcessHandleShutdown: the guest (or QEMU's host side) powered it off
+            guest = isinstance(event, ShutdownEvent) and event.guest
+            rd.emit(EVENT_SHUTDOWN, EVENT_SHUTDOWN_GUEST if guest else EVENT_SHUTDOWN_HOST)
         if _restarts_on_poweroff(rd):
             # libvirt's fake reboot: -no-shutdown kept QEMU alive; reset it and run the guest again.
             # From a thread: the reset waits for this monitor's reader, which runs this handler.
@@ -475,9 +613,19 @@ def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
             # The guest powered off (or QEMU was asked to quit): nothing will run it again, so stop
             # QEMU as libvirtd does; from a thread, since the stop closes this very monitor.
             _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
+    elif event.name == "RESET":
+        if bus is not None and not rd.stopping:
+            bus.reboot(rd.name, rd.uuid, rd.domain_id)
+    elif event.name == "GUEST_PANICKED":
+        with rd.lock:
+            if rd.stopping:
+                return
+            # Set before QEMU's STOP that follows, which then leaves the state alone.
+            rd.set_state(VIR_DOMAIN_CRASHED, VIR_DOMAIN_CRASHED_PANICKED)
+        _in_thread(_handle_panic, driver, rd)
     elif event.name == "STOP":
         with rd.lock:
-            if rd.state == VIR_DOMAIN_RUNNING:
+            if rd.state == VIR_DOMAIN_RUNNING and not rd.got_shutdown:  # libvirt ignores it too
                 reason = rd.expected_pause if rd.expected_pause is not None else VIR_DOMAIN_PAUSED_UNKNOWN
                 rd.set_state(VIR_DOMAIN_PAUSED, reason)
     elif event.name == "RESUME":
@@ -485,6 +633,16 @@ def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
             if rd.state == VIR_DOMAIN_PAUSED:
                 reason = rd.expected_resume if rd.expected_resume is not None else VIR_DOMAIN_RUNNING_UNPAUSED
                 rd.set_state(VIR_DOMAIN_RUNNING, reason)
+
+
+def _emit_monitor_event(rd: RunningDomain, bus: EventBus, event: QMPEvent) -> None:
+    """libvirt-qemu's monitor event: the QMP event as QEMU sent it."""
+    stamp = event.timestamp if event.timestamp is not None else -1.0
+    seconds = int(stamp) if stamp >= 0 else -1
+    micros = int(round((stamp - seconds) * 1_000_000)) if stamp >= 0 else -1
+    details = json.dumps(dict(event.data), separators=(",", ":")) if event.data else None
+    args = (event.name, seconds, micros, details)
+    bus.emit(DomainEvent(QEMU_MONITOR, rd.name, rd.uuid, rd.domain_id, args))
 
 
 def _on_disconnect(driver: QemuDriver, rd: RunningDomain, info: Disconnect) -> None:
@@ -550,14 +708,26 @@ def _sigterm_and_wait(rd: RunningDomain, timeout: float) -> None:
 def _teardown(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: bool = True) -> None:
     with rd.lock:  # an event handler saving the state holds it: no status file reappears after us
         rd.stopping = True
-    if rd.monitor is not None:
-        try:
-            rd.monitor.close()
-        except PyvirtError as e:
-            log.debug("domain '%s': closing the monitor: %s", rd.name, e)
+    if reason == VIR_DOMAIN_SHUTOFF_DESTROYED and graceful and not rd.got_shutdown:
+        # QEMU answers the SIGTERM below with SHUTDOWN (host-signal), which libvirt reports as
+        # ..._SHUTDOWN_HOST before ..._STOPPED_DESTROYED; the monitor is closed first here, so
+        # pyvirt reports it itself, in libvirt's order.
+        rd.emit(EVENT_SHUTDOWN, EVENT_SHUTDOWN_HOST)
     try:
+        # The monitor stays open while QEMU ends: what it says meanwhile (SHUTDOWN host-signal)
+        # still reaches monitor event listeners, as with libvirt; `stopping` keeps it from being
+        # taken for a guest power-off or a crash.
         proc.terminate(rd.identity, graceful_timeout=proc.GRACEFUL_TIMEOUT if graceful else 0)
     finally:
+        if rd.monitor is not None:
+            try:
+                rd.monitor.close()
+            except PyvirtError as e:
+                log.debug("domain '%s': closing the monitor: %s", rd.name, e)
+        if rd.security is not None:
+            for problem in restore_security(driver, rd.security):
+                log.warning("domain '%s': %s", rd.name, problem)
+            rd.security = None
         _unlink(rd.monitor_path)
         shutil.rmtree(rd.lib_dir, ignore_errors=True)
         _unlink(rd.status_path)
@@ -570,6 +740,8 @@ def _teardown(driver: QemuDriver, rd: RunningDomain, reason: int, *, graceful: b
                 if not rd.persistent:
                     _forget_transient(driver, rd.name)
         rd.state, rd.reason = VIR_DOMAIN_SHUTOFF, reason
+        if reason in _STOPPED_DETAILS:
+            rd.emit(EVENT_STOPPED, _STOPPED_DETAILS[reason])
 
 
 def _forget_transient(driver: QemuDriver, name: str) -> None:
@@ -577,13 +749,6 @@ def _forget_transient(driver: QemuDriver, name: str) -> None:
     with driver.running_lock:
         driver.transient.pop(name, None)
     forget_shutoff(driver, name)
-
-
-def _write_shutoff(driver: QemuDriver, name: str, reason: int) -> None:
-    try:
-        proc.write_status(_shutoff_path(driver, name), {"reason": reason}, SHUTOFF_FORMAT)
-    except PyvirtError as e:
-        log.warning("domain '%s': cannot record why it stopped: %s", name, e)
 
 
 def _unlink(path: Path) -> None:
@@ -621,6 +786,11 @@ def reconnect_all(driver: QemuDriver) -> None:
 
 
 def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
+    rd.events = driver.events
+    if rd.security is not None and rd.identity.matches():
+        from pyvirt.qemu.security import reserve
+
+        reserve(driver, rd.security, driver.domains.parse(rd.xml))
     if not rd.identity.matches():
         # It died (or its pid was reused) while no process watched it.
         stop(driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED)
@@ -640,10 +810,14 @@ def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
     if qemu_state == "shutdown" and _restarts_on_poweroff(rd):
         # The reboot asked for by an earlier process: the guest powered off while nobody listened.
         _finish_fake_reboot(rd)
-    elif qemu_state in ("shutdown", "guest-panicked"):
+    elif qemu_state == "guest-panicked":
+        # The guest panicked while nobody listened (or its on_crash is preserve): act now.
+        if rd.state != VIR_DOMAIN_CRASHED:
+            rd.set_state(VIR_DOMAIN_CRASHED, VIR_DOMAIN_CRASHED_PANICKED)
+            _handle_panic(driver, rd)
+    elif qemu_state == "shutdown":
         # The guest powered off while nobody listened; -no-shutdown kept QEMU waiting for us.
-        reason = VIR_DOMAIN_SHUTOFF_SHUTDOWN if qemu_state == "shutdown" else VIR_DOMAIN_SHUTOFF_CRASHED
-        stop(driver, rd, reason)
+        stop(driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
     elif qemu_state in _QEMU_RUNNING or status.get("running"):
         if rd.state != VIR_DOMAIN_RUNNING:
             rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNKNOWN)
@@ -685,6 +859,10 @@ def suspend(rd: RunningDomain) -> None:
 
 
 def resume(rd: RunningDomain) -> None:
+    with rd.lock:
+        if rd.state == VIR_DOMAIN_RUNNING:
+            # libvirt's qemuDomainResume refuses too (suspend of a paused domain is accepted).
+            raise OperationInvalid("Requested operation is not valid: domain is already running")
     _resume(rd, VIR_DOMAIN_RUNNING_UNPAUSED)
 
 
@@ -747,11 +925,54 @@ def _finish_fake_reboot(rd: RunningDomain) -> None:
         mon.execute("system_reset")
         with rd.lock:
             rd.fake_reboot = False
+            rd.got_shutdown = False
         _resume(rd, VIR_DOMAIN_RUNNING_BOOTED)
         rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED)
         rd.save()
+        rd.emit(EVENT_RESUMED, 0)  # libvirt's qemuProcessFakeReboot: ..._RESUMED_UNPAUSED
     except PyvirtError as e:
         log.warning("domain '%s': the reboot failed: %s", rd.name, e)
+
+
+def _handle_panic(driver: QemuDriver, rd: RunningDomain) -> None:
+    """libvirt's processGuestPanicEvent: carry out <on_crash> for a guest that panicked.
+
+    QEMU (-no-shutdown) has paused the guest in run-state guest-panicked.
+    """
+    action = rd.on_crash
+    if action.startswith("coredump-"):
+        try:
+            _core_dump(driver, rd)
+        except (OSError, PyvirtError) as e:
+            log.warning("domain '%s': the crash dump failed: %s", rd.name, e)
+    if action in ("destroy", "coredump-destroy"):
+        stop(driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED)
+    elif action in ("restart", "coredump-restart"):
+        _finish_fake_reboot(rd)
+    # preserve: the guest stays paused, crashed, for inspection or a dump
+
+
+def _core_dump(driver: QemuDriver, rd: RunningDomain) -> Path:
+    """Dump the guest's memory to auto_dump_path as libvirt's on_crash=coredump-* does.
+
+    The file is opened here and passed to QEMU by descriptor, so that neither the name nor the
+    directory's permissions reach QEMU.
+    """
+    conf_dir = driver.conf.auto_dump_path
+    dump_dir = Path(conf_dir) if conf_dir else driver.paths.lib_dir / "dump"
+    dump_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H:%M:%S")
+    path = dump_dir / f"{rd.domain_id}-{short_domain_name(rd.name)}-{stamp}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        mon = _monitor(rd)
+        mon.send_fd(fd, "pyvirt-dump")
+    finally:
+        os.close(fd)
+    # dump-guest-memory returns once the dump is written (no detach); a large guest takes a while.
+    mon.execute("dump-guest-memory", {"paging": False, "protocol": "fd:pyvirt-dump"}, timeout=600)
+    log.info("domain '%s': crash dump written to %s", rd.name, path)
+    return path
 
 
 def cpu_time_ns(rd: RunningDomain) -> int:
@@ -768,3 +989,8 @@ def _monitor(rd: RunningDomain) -> Monitor:
     if rd.monitor is None or rd.stopping:
         raise OperationInvalid(f"Requested operation is not valid: domain '{rd.name}' is not running")
     return rd.monitor
+
+
+def monitor(rd: RunningDomain) -> Monitor:
+    """The monitor of running ``rd`` (OperationInvalid once it stops), for pyvirt.qemu.queries."""
+    return _monitor(rd)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from pyvirt.errors import XMLError
+from pyvirt.errors import ConfigUnsupported, XMLError
 
 if TYPE_CHECKING:
     from pyvirt.qemu.postparse import PostParseContext
@@ -38,15 +38,21 @@ def validate_domain(dom: Domain, ctx: PostParseContext) -> None:
 
 
 def _validate_lifecycle(dom: Domain) -> None:
+    # libvirt's texts (qemu_validate.c), each with what to use instead.
     for name in ("on_poweroff", "on_reboot"):
         if getattr(dom, name) == "preserve":
-            raise XMLError(f"<{name}>preserve</{name}> is not supported by the QEMU driver")
+            raise ConfigUnsupported(f"unsupported configuration: qemu driver doesn't support the 'preserve' "
+                                    f"action for 'on_reboot'/'on_poweroff' (in <{name}>); use 'destroy' or "
+                                    "'restart'")
     for name in ("on_poweroff", "on_reboot", "on_crash"):
         if getattr(dom, name) == "rename-restart":
-            raise XMLError(f"<{name}>rename-restart</{name}> is not supported by the QEMU driver")
+            raise ConfigUnsupported(f"unsupported configuration: qemu driver doesn't support the "
+                                    f"'rename-restart' action for 'on_reboot'/'on_poweroff'/'on_crash' (in "
+                                    f"<{name}>); use 'restart'")
     if dom.on_reboot == "destroy" and dom.on_poweroff == "restart":
-        raise XMLError("<on_reboot>destroy</on_reboot> with <on_poweroff>restart</on_poweroff> is not "
-                       "supported by the QEMU driver")
+        raise ConfigUnsupported("unsupported configuration: <on_reboot>destroy</on_reboot> with "
+                                "<on_poweroff>restart</on_poweroff> is not supported by the QEMU driver; "
+                                "use <on_reboot>restart</on_reboot> or <on_poweroff>destroy</on_poweroff>")
 
 
 def _validate_vcpus(dom: Domain, ctx: PostParseContext) -> None:

@@ -59,7 +59,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from pyvirt.errors import OperationFailed, OperationInvalid, codes
-from pyvirt.security.manager import SecurityDriver
+from pyvirt.security.manager import SecurityDriver, create_empty_file
 from pyvirt.security.privileges import ChildCredentials, credentials_for
 from pyvirt.security.resources import DomainSecurityContext, Resource
 
@@ -112,10 +112,11 @@ def _boot_time() -> int | None:
 
 def is_system_path(path: str) -> bool:
     """Whether pyvirt refuses to chown ``path`` (an absolute, resolved path)."""
-    p = PurePosixPath(path)
-    if str(p) in SYSTEM_FILES:
+    text = str(PurePosixPath(path))  # normalised: no "//" nor trailing "/"
+    if text in SYSTEM_FILES:
         return True
-    return any(p == PurePosixPath(tree) or PurePosixPath(tree) in p.parents for tree in SYSTEM_TREES)
+    # String prefixes, not PurePosixPath.parents: this runs for every file of every start.
+    return any(text == tree or text.startswith(tree + "/") for tree in SYSTEM_TREES)
 
 
 def _is_system(path: str, st: os.stat_result | None) -> bool:
@@ -177,7 +178,9 @@ class DACDriver(SecurityDriver):
             gid=mine.gid if mine.gid is not None else creds.gid,
             groups=mine.groups if mine.groups is not None else creds.groups,
             clear_capabilities=mine.clear_capabilities or creds.clear_capabilities,
-            no_new_privs=mine.no_new_privs or creds.no_new_privs)
+            no_new_privs=mine.no_new_privs or creds.no_new_privs,
+            selinux_exec_label=creds.selinux_exec_label,
+            apparmor_exec_profile=creds.apparmor_exec_profile)
 
     # --- checks ------------------------------------------------------------------------------------
 
@@ -297,18 +300,7 @@ class DACDriver(SecurityDriver):
             self._label(ctx, plan)
 
     def _create(self, path: str) -> None:
-        # O_EXCL: if something appeared meanwhile, it is not ours to remove on rollback
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-        st = os.stat(path)
-
-        def undo() -> None:
-            now = os.stat(path)
-            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) and now.st_size == 0:
-                os.unlink(path)
-
-        self.journal(f"creating {path}", undo)
+        create_empty_file(self, path)
 
     def _label(self, ctx: DomainSecurityContext, plan: _Plan) -> None:
         r, path = plan.resource, plan.path

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """The security layer's one interface: a table of hooks, drivers implementing it, and a stack.
 
-As in libvirt's ``src/security/``, every driver (DAC, and later SELinux or AppArmor; "none" does
-nothing) implements the same hooks, and :class:`SecurityStack` composes them so that the process
+As in libvirt's ``src/security/``, every driver (DAC, SELinux, AppArmor; "none" does nothing)
+implements the same hooks, and :class:`SecurityStack` composes them so that the process
 layer calls one object and never knows which drivers are active:
 
 * ``set_process_label(ctx, creds)``: what the QEMU child does before exec (identity, capabilities,
@@ -34,10 +34,16 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from pyvirt.errors import InternalError, NotSupported, PyvirtError, codes
 from pyvirt.security.privileges import ChildCredentials
 from pyvirt.security.resources import DomainSecurityContext, Resource
+
+if TYPE_CHECKING:
+    from pyvirt.conf.qemu_conf import QemuConf
+    from pyvirt.security.apparmor import ProfileLoader
+    from pyvirt.security.selinux import LabelStore
 
 __all__ = ["SecurityDriver", "NoneDriver", "SecurityStack", "build_security_stack"]
 
@@ -154,6 +160,25 @@ class SecurityDriver(abc.ABC):
                 e.add_note(problem)
             raise
         self.commit()
+
+
+def create_empty_file(driver: SecurityDriver, path: str) -> None:
+    """Create ``path`` empty (a log QEMU appends to), journalled in ``driver``'s transaction: a
+    rollback removes it if it is still that file and still empty. O_EXCL: a file that appeared
+    meanwhile is not ours to remove."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
+                 | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    st = os.stat(path)
+
+    def undo() -> None:
+        now = os.stat(path)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) and now.st_size == 0:
+            os.unlink(path)
+
+    driver.journal(f"creating {path}", undo)
 
 
 class NoneDriver(SecurityDriver):
@@ -292,20 +317,60 @@ class SecurityStack:
             yield
 
 
-def build_security_stack(models: Sequence[str] | None, dac: SecurityDriver) -> SecurityStack:
+def build_security_stack(models: Sequence[str] | None, dac: SecurityDriver, *,
+                         conf: QemuConf | None = None, apparmor_dir: str | None = None,
+                         selinux_store: LabelStore | None = None,
+                         apparmor_loader: ProfileLoader | None = None) -> SecurityStack:
     """The stack for qemu.conf's ``security_driver`` (``models``), with ``dac`` always last.
 
-    ``None`` (not set) means "probe the host": pyvirt has no SELinux or AppArmor driver yet, so it
-    gets "none", as libvirt does on a host with neither.
+    ``None`` (not set) means "probe the host", as libvirt does: SELinux if the kernel enforces it,
+    else AppArmor if the kernel has it, else "none". ``conf`` gives ``security_default_confined``
+    and ``security_require_confined``; ``apparmor_dir`` is where the AppArmor driver writes its
+    profiles. ``selinux_store`` / ``apparmor_loader`` replace the host's label store and profile
+    loader (tests); without them a model the host lacks is an error naming the fix.
     """
+    from pyvirt.security.apparmor import apparmor_status
+    from pyvirt.security.selinux import selinux_status
+
+    if models is None:
+        if selinux_status() is None:
+            models = ("selinux",)
+        elif apparmor_status() is None and apparmor_dir is not None:
+            models = ("apparmor",)
+        else:
+            models = ("none",)
+    confined = conf.security_default_confined if conf is not None else True
+    required = conf.security_require_confined if conf is not None else False
     drivers: list[SecurityDriver] = []
-    for model in models or ("none",):
+    for model in models:
         if model == "none":
             drivers.append(NoneDriver())
-        elif model in ("selinux", "apparmor"):
-            raise NotSupported(f"security driver '{model}' is not implemented by pyvirt yet; set "
-                               "security_driver = \"none\" in qemu.conf (DAC still applies)",
-                               domain=codes.VIR_FROM_SECURITY)
+        elif model == "selinux":
+            from pyvirt.security.selinux import SELinuxContexts, SELinuxDriver, XattrLabelStore
+
+            contexts = None
+            if selinux_store is None:
+                why = selinux_status()
+                if why is not None:
+                    from pyvirt.security.selinux import _unavailable
+
+                    raise _unavailable(why)
+                selinux_store, contexts = XattrLabelStore(), SELinuxContexts.from_host()
+            drivers.append(SELinuxDriver(selinux_store, contexts=contexts, default_confined=confined,
+                                         require_confined=required))
+        elif model == "apparmor":
+            from pyvirt.security.apparmor import AppArmorDriver, ParserLoader, ProfileSet
+            from pyvirt.security.apparmor import _unavailable as _aa_unavailable
+
+            if apparmor_dir is None:
+                raise InternalError("the AppArmor driver needs the directory of its profiles")
+            if apparmor_loader is None:
+                why = apparmor_status()
+                if why is not None:
+                    raise _aa_unavailable(why)
+                apparmor_loader = ParserLoader()
+            drivers.append(AppArmorDriver(ProfileSet(apparmor_dir), apparmor_loader,
+                                          default_confined=confined, require_confined=required))
         else:
             raise NotSupported(f"unknown security driver '{model}' (known: none, selinux, apparmor)",
                                domain=codes.VIR_FROM_SECURITY)

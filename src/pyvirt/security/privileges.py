@@ -12,6 +12,10 @@ Policy (libvirt >= 6.0 does the same for the first two points):
   inheritable set alone, and ``no_new_privs`` is set so that no setuid binary or file capability can
   hand privileges back to QEMU or to anything it runs. (The bridge helper, which is setuid, must
   therefore be run by pyvirt, not by QEMU, as libvirt does.)
+* A mandatory access control driver (SELinux, AppArmor) names the label QEMU is exec'd into; the
+  child writes it to its ``/proc/self/attr`` exec attribute first, while that file is still its own
+  (an identity switch makes the process non-dumpable and the file root's). If the kernel refuses,
+  the child stops instead of running QEMU unconfined.
 * The session instance runs QEMU as the calling user: no identity switch is attempted, and only what
   an unprivileged process may drop is dropped (the bounding set needs CAP_SETPCAP and is left alone
   when the caller lacks it).
@@ -86,11 +90,13 @@ class ChildCredentials:
     (A plain class rather than a dataclass: the shim must not import dataclasses.)
     """
 
-    __slots__ = ("uid", "gid", "groups", "clear_capabilities", "no_new_privs")
+    __slots__ = ("uid", "gid", "groups", "clear_capabilities", "no_new_privs", "selinux_exec_label",
+                 "apparmor_exec_profile")
 
     def __init__(self, uid: int | None = None, gid: int | None = None,
                  groups: tuple[int, ...] | None = None, clear_capabilities: bool = False,
-                 no_new_privs: bool = False) -> None:
+                 no_new_privs: bool = False, selinux_exec_label: str | None = None,
+                 apparmor_exec_profile: str | None = None) -> None:
         self.uid = uid
         self.gid = gid
         #: the supplementary groups, replacing the caller's; None keeps the caller's
@@ -98,9 +104,14 @@ class ChildCredentials:
         #: empty every capability set (the bounding set too when the child may)
         self.clear_capabilities = clear_capabilities
         self.no_new_privs = no_new_privs
+        #: the SELinux context QEMU is exec'd into (written to /proc/self/attr/exec first)
+        self.selinux_exec_label = selinux_exec_label
+        #: the AppArmor profile QEMU is exec'd into ("exec NAME" to /proc/self/attr/apparmor/exec)
+        self.apparmor_exec_profile = apparmor_exec_profile
 
     def _key(self) -> tuple[object, ...]:
-        return (self.uid, self.gid, self.groups, self.clear_capabilities, self.no_new_privs)
+        return (self.uid, self.gid, self.groups, self.clear_capabilities, self.no_new_privs,
+                self.selinux_exec_label, self.apparmor_exec_profile)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ChildCredentials) and self._key() == other._key()
@@ -110,12 +121,14 @@ class ChildCredentials:
 
     def __repr__(self) -> str:
         return ("ChildCredentials(uid={!r}, gid={!r}, groups={!r}, clear_capabilities={!r}, "
-                "no_new_privs={!r})".format(*self._key()))
+                "no_new_privs={!r}, selinux_exec_label={!r}, apparmor_exec_profile={!r})"
+                .format(*self._key()))
 
     @property
     def is_noop(self) -> bool:
         return (self.uid is None and self.gid is None and self.groups is None
-                and not self.clear_capabilities and not self.no_new_privs)
+                and not self.clear_capabilities and not self.no_new_privs
+                and self.selinux_exec_label is None and self.apparmor_exec_profile is None)
 
     def to_options(self) -> list[str]:
         """The shim's command-line options for these credentials."""
@@ -130,6 +143,10 @@ class ChildCredentials:
             opts.append("--clear-caps")
         if self.no_new_privs:
             opts.append("--no-new-privs")
+        if self.selinux_exec_label is not None:
+            opts += ["--selinux-exec", self.selinux_exec_label]
+        if self.apparmor_exec_profile is not None:
+            opts += ["--apparmor-exec", self.apparmor_exec_profile]
         return opts
 
     @classmethod
@@ -148,6 +165,10 @@ class ChildCredentials:
                 creds.clear_capabilities = True
             elif opt == "--no-new-privs":
                 creds.no_new_privs = True
+            elif opt == "--selinux-exec":
+                creds.selinux_exec_label = next(it)
+            elif opt == "--apparmor-exec":
+                creds.apparmor_exec_profile = next(it)
             else:
                 raise ValueError(f"unknown option {opt!r}")
         return creds
@@ -201,12 +222,44 @@ def _drop_bounding_set(libc: ctypes.CDLL) -> None:
                                f"{os.strerror(err)}")
 
 
+def _write_exec_attr(paths: tuple[str, ...], value: bytes, what: str) -> None:
+    """Write ``value`` to the first of ``paths`` that exists (the LSM's per-process exec attribute)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise OSError(e.errno, f"cannot set {what}: {path}: {e.strerror}") from e
+        try:
+            os.write(fd, value)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot set {what}: {path}: {e.strerror}") from e
+        finally:
+            os.close(fd)
+        return
+    raise OSError(2, f"cannot set {what}: none of {', '.join(paths)} exists (is the security "
+                     "module enabled in this kernel?)")
+
+
 def apply_credentials(creds: ChildCredentials) -> None:
     """Apply ``creds`` to the calling process; an OSError names the step that failed.
 
     For a single-threaded process about to exec (the shim): in a threaded process the capability
     calls would change the calling thread only.
     """
+    # The exec labels first: they take effect at the next exec only, and once the uid changes the
+    # process is no longer dumpable, which makes its /proc/self/attr files root's and unwritable.
+    if creds.selinux_exec_label is not None:
+        # as libselinux's setexeccon: the context with its terminating NUL
+        _write_exec_attr(("/proc/thread-self/attr/exec", "/proc/self/attr/exec"),
+                         creds.selinux_exec_label.encode() + b"\0",
+                         f"the SELinux exec label {creds.selinux_exec_label}")
+    if creds.apparmor_exec_profile is not None:
+        # as libapparmor's aa_change_onexec: the AppArmor-specific file where the kernel has it
+        _write_exec_attr(("/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"),
+                         b"exec " + creds.apparmor_exec_profile.encode(),
+                         f"the AppArmor exec profile {creds.apparmor_exec_profile}")
     libc = _libc() if creds.clear_capabilities or creds.no_new_privs else None
     if creds.clear_capabilities and libc is not None:
         # first, while CAP_SETPCAP may still be held: the uid switch below loses it

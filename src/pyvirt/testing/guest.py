@@ -80,6 +80,7 @@ MODULES: tuple[str, ...] = (
     "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_scsi", "virtio_balloon",
     "ata_piix", "ahci", "sd_mod", "sr_mod",              # IDE/SATA disks and CD-ROMs
     "e1000",                                             # QEMU's default NIC model
+    "pvpanic", "pvpanic_mmio",                           # <panic model='isa'>: GUEST_PANICKED
 )
 
 # Bump whenever the layout or content of what build() writes changes for the same inputs.

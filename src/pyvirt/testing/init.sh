@@ -33,6 +33,13 @@ done
 
 echo "@READY_MARKER@"
 
+# Tests make the guest act once it is ready through its kernel command line (no shell session is
+# needed): pyvirt.after_ready=panic panics the kernel (pvpanic reports it to QEMU), =reboot reboots.
+case " $(cat /proc/cmdline) " in
+    *" pyvirt.after_ready=panic "*) echo c > /proc/sysrq-trigger ;;
+    *" pyvirt.after_ready=reboot "*) reboot -f ;;
+esac
+
 export PS1='@PROMPT@'
 export HOME=/root
 # pid 1 must never exit (the kernel would panic), so a shell that exits is simply restarted.
