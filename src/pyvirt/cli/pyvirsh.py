@@ -1,493 +1,203 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""pyvirsh: virsh's commands and output over pyvirt.
+"""pyvirsh: virsh's commands, options and output over pyvirt.
 
-Start-up is kept short: only this module and argparse load before a command runs; each command
-imports what it needs. The command table below is the single place a command is declared.
+Start-up is kept short: this module and :mod:`pyvirt.cli.options` are all that load before a
+command runs; the table below names each command's options and the module and function that run
+it, imported only when that command runs. The table is the single place a command is declared (the
+help, the parser and bash completion read it).
+
+As virsh: global options, then the command and its options; `error: ...` lines on stderr and exit
+status 1 on failure; a blank line after each command's output unless -q.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+from pyvirt.cli.options import Opt, UsageError
 
 if TYPE_CHECKING:
-    import argparse
-
-    from pyvirt.connection import virConnect
-
-CommandFn = Callable[["virConnect", "argparse.Namespace", TextIO], int]
-
-
-class Command(NamedTuple):
-    name: str
-    summary: str
-    run: CommandFn
-    #: adds the command's own options to its parser; None for a command that takes none
-    options: Callable[[argparse.ArgumentParser], None] | None = None
-
-
-def _cmd_uri(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(conn.getURI() + "\n")
-    return 0
-
-
-def _cmd_hostname(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(conn.getHostname() + "\n")
-    return 0
-
-
-def _version_text(number: int) -> str:
-    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
-
-
-def _cmd_version(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.connection import getVersion
-
-    lib = _version_text(getVersion())
-    hv_type = conn.getType()
-    out.write(f"Compiled against library: libvirt {lib}\n")
-    out.write(f"Using library: libvirt {lib}\n")
-    out.write(f"Using API: {hv_type} {lib}\n")
-    out.write(f"Running hypervisor: {hv_type} {_version_text(conn.getVersion())}\n")
-    if args.daemon:
-        out.write(f"Running against daemon: {_version_text(conn.getLibVersion())}\n")
-    return 0
-
-
-def _version_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--daemon", action="store_true", help="report daemon version too")
-
-
-def _cmd_capabilities(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(conn.getCapabilities())
-    return 0
-
-
-def _cmd_domcapabilities(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(conn.getDomainCapabilities(args.emulatorbin, args.arch, args.machine, args.virttype))
-    return 0
-
-
-def _domcapabilities_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--virttype", help="virtualization type (/domain/@type)")
-    parser.add_argument("--emulatorbin", help="path to emulator binary (/domain/devices/emulator)")
-    parser.add_argument("--arch", help="domain architecture (/domain/os/type/@arch)")
-    parser.add_argument("--machine", help="machine type (/domain/os/type/@machine)")
-
-
-class CommandFailed(Exception):
-    """A command's own failure, printed as virsh prints it: 'error: ...' lines."""
-
-
-def _lookup(conn: virConnect, name: str) -> Any:
-    """A domain as virsh finds it: by id when the argument is a number, by UUID when it looks like
-    one, else by name (each later way is tried when the earlier one finds nothing)."""
-    from pyvirt.errors import PyvirtError
-
-    try:
-        if name.isdigit():
-            try:
-                return conn.lookupByID(int(name))
-            except PyvirtError:
-                pass
-        if len(name) == 36 and name.count("-") == 4:
-            try:
-                return conn.lookupByUUIDString(name)
-            except PyvirtError:
-                pass
-        return conn.lookupByName(name)
-    except PyvirtError:
-        raise CommandFailed(f"failed to get domain '{name}'") from None
-
-
-def _cmd_define(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.connection import VIR_DOMAIN_DEFINE_VALIDATE
-    from pyvirt.errors import PyvirtError
-
-    try:
-        with open(args.file, encoding="utf-8") as f:
-            xml = f.read()
-    except OSError as exc:
-        raise CommandFailed(f"Failed to open file '{args.file}': {exc.strerror}") from None
-    try:
-        dom = conn.defineXMLFlags(xml, VIR_DOMAIN_DEFINE_VALIDATE if args.validate else 0)
-    except PyvirtError as exc:
-        raise CommandFailed(f"Failed to define domain from {args.file}\nerror: {exc}") from None
-    out.write(f"Domain '{dom.name()}' defined from {args.file}\n\n")
-    return 0
-
-
-def _define_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="file containing an XML domain description")
-    parser.add_argument("--validate", action="store_true", help="validate the XML against the schema")
-
-
-def _cmd_dumpxml(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.connection import VIR_DOMAIN_XML_INACTIVE, VIR_DOMAIN_XML_SECURE
-
-    flags = (VIR_DOMAIN_XML_INACTIVE if args.inactive else 0) | (
-        VIR_DOMAIN_XML_SECURE if args.security_info else 0)
-    out.write(_lookup(conn, args.domain).XMLDesc(flags) + "\n")  # virsh adds a blank line
-    return 0
-
-
-def _dumpxml_options(parser: argparse.ArgumentParser) -> None:
-    _domain_arg(parser)
-    parser.add_argument("--inactive", action="store_true", help="show inactive defined XML")
-    parser.add_argument("--security-info", action="store_true", help="include security sensitive info")
-
-
-def _cmd_undefine(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.errors import PyvirtError
-
-    dom = _lookup(conn, args.domain)
-    try:
-        dom.undefine()
-    except PyvirtError as exc:
-        raise CommandFailed(f"Failed to undefine domain '{args.domain}'\nerror: {exc}") from None
-    out.write(f"Domain '{dom.name()}' has been undefined\n\n")
-    return 0
-
-
-def _domain_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("domain", help="domain name or uuid")
-
-
-# virsh's words for libvirt's states and reasons (tools/virsh-domain-monitor.c), by number.
-_STATES = ("no state", "running", "idle", "paused", "in shutdown", "shut off", "crashed", "pmsuspended")
-_REASONS: dict[int, tuple[str, ...]] = {
-    0: ("unknown",),
-    1: ("unknown", "booted", "migrated", "restored", "from snapshot", "unpaused", "migration canceled",
-        "save canceled", "event wakeup", "crashed", "post-copy", "post-copy failed"),
-    2: ("unknown",),
-    3: ("unknown", "user", "migrating", "saving", "dumping", "I/O error", "watchdog", "from snapshot",
-        "shutting down", "creating snapshot", "crashed", "starting up", "post-copy", "post-copy failed"),
-    4: ("unknown", "user"),
-    5: ("unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot",
-        "daemon"),
-    6: ("unknown", "panicked"),
-    7: ("unknown",),
-}
-
-
-def _state_text(state: int) -> str:
-    return _STATES[state] if 0 <= state < len(_STATES) else "no state"
-
-
-def _reason_text(state: int, reason: int) -> str:
-    names = _REASONS.get(state, ("unknown",))
-    return names[reason] if 0 <= reason < len(names) else "unknown"
-
-
-def _lifecycle(conn: virConnect, args: argparse.Namespace, action: str,
-               call: Callable[[Any], object]) -> str:
-    """Run one lifecycle call on the domain named in ``args``; the domain's name."""
-    from pyvirt.errors import PyvirtError
-
-    dom = _lookup(conn, args.domain)
-    try:
-        call(dom)
-    except PyvirtError as exc:
-        raise CommandFailed(f"Failed to {action} domain '{dom.name()}'\nerror: {exc}") from None
-    return str(dom.name())
-
-
-def _cmd_start(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.connection import VIR_DOMAIN_START_PAUSED
-
-    dom = _lookup(conn, args.domain)
-    if dom.isActive():
-        raise CommandFailed("Domain is already active")
-    name = _lifecycle(conn, args, "start",
-                      lambda d: d.createWithFlags(VIR_DOMAIN_START_PAUSED if args.paused else 0))
-    out.write(f"Domain '{name}' started\n\n")
-    return 0
-
-
-def _start_options(parser: argparse.ArgumentParser) -> None:
-    _domain_arg(parser)
-    parser.add_argument("--paused", action="store_true", help="leave the guest paused after creation")
-
-
-def _cmd_destroy(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.connection import VIR_DOMAIN_DESTROY_GRACEFUL
-
-    flags = VIR_DOMAIN_DESTROY_GRACEFUL if args.graceful else 0
-    name = _lifecycle(conn, args, "destroy", lambda d: d.destroyFlags(flags))
-    out.write(f"Domain '{name}' destroyed\n\n")
-    return 0
-
-
-def _destroy_options(parser: argparse.ArgumentParser) -> None:
-    _domain_arg(parser)
-    parser.add_argument("--graceful", action="store_true",
-                        help="terminate gracefully (SIGTERM only, no SIGKILL)")
-
-
-def _cmd_shutdown(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    name = _lifecycle(conn, args, "shutdown", lambda d: d.shutdown())
-    out.write(f"Domain '{name}' is being shutdown\n\n")
-    return 0
-
-
-def _cmd_suspend(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    name = _lifecycle(conn, args, "suspend", lambda d: d.suspend())
-    out.write(f"Domain '{name}' suspended\n\n")
-    return 0
-
-
-def _cmd_resume(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    name = _lifecycle(conn, args, "resume", lambda d: d.resume())
-    out.write(f"Domain '{name}' resumed\n\n")
-    return 0
-
-
-def _cmd_domstate(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    state, reason = _lookup(conn, args.domain).state()
-    if args.reason:
-        out.write(f"{_state_text(state)} ({_reason_text(state, reason)})\n\n")
-    else:
-        out.write(f"{_state_text(state)}\n\n")
-    return 0
-
-
-def _domstate_options(parser: argparse.ArgumentParser) -> None:
-    _domain_arg(parser)
-    parser.add_argument("--reason", action="store_true", help="also print reason for the state")
-
-
-def _cmd_domid(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    dom_id = _lookup(conn, args.domain).ID()
-    out.write(("-" if dom_id < 0 else str(dom_id)) + "\n\n")
-    return 0
-
-
-def _cmd_reboot(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    name = _lifecycle(conn, args, "reboot", lambda d: d.reboot(0))
-    out.write(f"Domain '{name}' is being rebooted\n\n")
-    return 0
-
-
-def _cmd_reset(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    name = _lifecycle(conn, args, "reset", lambda d: d.reset(0))
-    out.write(f"Domain '{name}' was reset\n\n")
-    return 0
-
-
-def _read_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as exc:
-        raise CommandFailed(f"Failed to open file '{path}': {exc.strerror}") from None
-
-
-def _cmd_create(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.connection import VIR_DOMAIN_START_PAUSED, VIR_DOMAIN_START_VALIDATE
-    from pyvirt.errors import PyvirtError
-
-    xml = _read_file(args.file)
-    flags = ((VIR_DOMAIN_START_PAUSED if args.paused else 0)
-             | (VIR_DOMAIN_START_VALIDATE if args.validate else 0))
-    try:
-        dom = conn.createXML(xml, flags)
-    except PyvirtError as exc:
-        raise CommandFailed(f"Failed to create domain from {args.file}\nerror: {exc}") from None
-    out.write(f"Domain '{dom.name()}' created from {args.file}\n\n")
-    return 0
-
-
-def _create_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="file containing an XML domain description")
-    parser.add_argument("--paused", action="store_true", help="leave the guest paused after creation")
-    parser.add_argument("--validate", action="store_true", help="validate the XML against the schema")
-
-
-def _cmd_autostart(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt.errors import PyvirtError
-
-    dom = _lookup(conn, args.domain)
-    name = dom.name()
-    try:
-        dom.setAutostart(0 if args.disable else 1)
-    except PyvirtError as exc:
-        what = "unmark" if args.disable else "mark"
-        raise CommandFailed(f"Failed to {what} domain '{name}' as autostarted\nerror: {exc}") from None
-    if not args.quiet:  # virsh's vshPrintExtra: a message that -q silences
-        out.write(f"Domain '{name}' {'unmarked' if args.disable else 'marked'} as autostarted\n\n")
-    return 0
-
-
-def _autostart_options(parser: argparse.ArgumentParser) -> None:
-    _domain_arg(parser)
-    parser.add_argument("--disable", action="store_true", help="disable autostarting")
-
-
-def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None) -> str:
-    """virsh's vshTable: a leading space, columns 3 apart, the last one unpadded, a dashed rule
-    two wider than the header, and a blank line at the end; quiet (no header) sizes by rows only."""
-    lines = [*([header] if header else []), *rows]
-    if not lines:
-        return ""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
-
-    def fmt(cells: tuple[str, ...]) -> str:
-        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)] + [cells[-1]]
-        return " " + "   ".join(padded)
-
-    text = ""
-    if header:
-        text += fmt(header) + "\n" + "-" * (1 + sum(widths) + 3 * (len(widths) - 1) + 2) + "\n"
-    return text + "".join(fmt(r) + "\n" for r in rows) + "\n"
-
-
-def _cmd_list(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    from pyvirt import connection as c
-
-    if args.all:
-        flags = 0
-    elif args.inactive:
-        flags = c.VIR_CONNECT_LIST_DOMAINS_INACTIVE
-    else:
-        flags = c.VIR_CONNECT_LIST_DOMAINS_ACTIVE
-    if args.persistent:
-        flags |= c.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
-    if args.transient:
-        flags |= c.VIR_CONNECT_LIST_DOMAINS_TRANSIENT
-    if args.autostart:
-        flags |= c.VIR_CONNECT_LIST_DOMAINS_AUTOSTART
-    if args.no_autostart:
-        flags |= c.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART
-    domains = conn.listAllDomains(flags)
-    # virsh's order: running domains by id, then the inactive ones by name
-    entries = sorted(((d.ID(), d) for d in domains),
-                     key=lambda e: (e[0] < 0, e[0] if e[0] >= 0 else 0, e[1].name()))
-    if args.name or args.uuid:
-        for _, dom in entries:
-            out.write((dom.name() if args.name else dom.UUIDString()) + "\n")
-        out.write("\n")
-        return 0
-    rows = [("-" if dom_id < 0 else str(dom_id), dom.name(), _state_text(dom.state()[0]))
-            for dom_id, dom in entries]
-    out.write(_table(rows, None if getattr(args, "quiet", False) else ("Id", "Name", "State")))
-    return 0
-
-
-def _list_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--all", action="store_true", help="list inactive & active domains")
-    parser.add_argument("--inactive", action="store_true", help="list inactive domains")
-    parser.add_argument("--persistent", action="store_true", help="list persistent domains")
-    parser.add_argument("--transient", action="store_true", help="list transient domains")
-    parser.add_argument("--autostart", action="store_true", help="list domains with autostart enabled")
-    parser.add_argument("--no-autostart", action="store_true", help="list domains with autostart disabled")
-    parser.add_argument("--name", action="store_true", help="list domain names only")
-    parser.add_argument("--uuid", action="store_true", help="list uuid's only")
-
-
-def _cmd_dominfo(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    dom = _lookup(conn, args.domain)
-    state, max_mem, mem, vcpus, cpu_ns = dom.info()
-    dom_id = dom.ID()
-    model, doi = conn.getSecurityModel()
-    os_type = dom.OSType()
-    fields = [("Id", "-" if dom_id < 0 else str(dom_id)), ("Name", dom.name()), ("UUID", dom.UUIDString()),
-              ("OS Type", os_type), ("State", _state_text(state)), ("CPU(s)", str(vcpus))]
-    if dom_id >= 0:
-        fields.append(("CPU time", f"{cpu_ns / 1e9:.1f}s"))
-    fields += [("Max memory", f"{max_mem} KiB"), ("Used memory", f"{mem} KiB"),
-               ("Persistent", "yes" if dom.isPersistent() else "no"),
-               ("Autostart", "enable" if dom.autostart() else "disable"),
-               ("Managed save", "yes" if dom.hasManagedSaveImage() else "no"),
-               ("Security model", model), ("Security DOI", doi)]
-    out.write("".join(f"{label + ':':<15} {value}\n" for label, value in fields) + "\n")
-    return 0
-
-
-def _cmd_domuuid(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(_lookup(conn, args.domain).UUIDString() + "\n\n")
-    return 0
-
-
-def _cmd_domname(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(_lookup(conn, args.domain).name() + "\n\n")
-    return 0
-
-
-def _cmd_domxml_to_native(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(conn.domainXMLToNative(args.format, _read_file(args.file)) + "\n")
-    return 0
-
-
-def _cmd_domxml_from_native(conn: virConnect, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(conn.domainXMLFromNative(args.format, _read_file(args.config)) + "\n")
-    return 0
-
-
-def _to_native_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("format", help="target config data type format")
-    parser.add_argument("file", help="domain XML file")
-
-
-def _from_native_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("format", help="source config data format")
-    parser.add_argument("config", help="config data file to import from")
-
+    from collections.abc import Sequence
+
+    from pyvirt.cli.options import Args
+
+
+class Command:
+    """One command (plain classes here: each NamedTuple class costs start-up time)."""
+
+    __slots__ = ("name", "summary", "target", "opts", "local")
+
+    def __init__(self, name: str, summary: str, target: str, opts: tuple[Opt, ...] = (),
+                 local: bool = False) -> None:
+        self.name = name
+        self.summary = summary
+        #: "module:function" below pyvirt.cli, called as function(conn, args, out, err)
+        self.target = target
+        self.opts = opts
+        #: runs without a connection
+        self.local = local
+
+
+def _b(name: str, text: str) -> Opt:
+    return Opt(name, "bool", text)
+
+
+def _s(name: str, text: str, *, required: bool = False, positional: bool = True) -> Opt:
+    return Opt(name, "string", text, required=required, positional=positional)
+
+
+def _n(name: str, text: str) -> Opt:
+    return Opt(name, "number", text, positional=False)
+
+
+_DOMAIN = _s("domain", "domain name, id or uuid", required=True)
+_FILE = _s("file", "file containing an XML domain description", required=True)
+_LIST_OPTS = (
+    _b("inactive", "list inactive domains"), _b("all", "list inactive & active domains"),
+    _b("transient", "list transient domains"), _b("persistent", "list persistent domains"),
+    _b("with-snapshot", "list domains with existing snapshot"),
+    _b("without-snapshot", "list domains without a snapshot"),
+    _b("with-checkpoint", "list domains with existing checkpoint"),
+    _b("without-checkpoint", "list domains without a checkpoint"),
+    _b("state-running", "list domains in running state"), _b("state-paused", "list domains in paused state"),
+    _b("state-shutoff", "list domains in shutoff state"), _b("state-other", "list domains in other states"),
+    _b("autostart", "list domains with autostart enabled"),
+    _b("no-autostart", "list domains with autostart disabled"),
+    _b("with-managed-save", "list domains with managed save state"),
+    _b("without-managed-save", "list domains without managed save"),
+    _b("uuid", "list uuid's only"), _b("name", "list domain names only"), _b("id", "list domain IDs only"),
+    _b("table", "list table (default)"),
+    _b("managed-save", "mark inactive domains with managed save state"),
+)
+_UNDEFINE_OPTS = (
+    _DOMAIN, _b("managed-save", "remove domain managed state file"),
+    _s("storage", "remove associated storage volumes (comma separated list of targets or source paths) "
+       "(see domblklist)", positional=False),
+    _b("remove-all-storage", "remove all associated storage volumes (use with caution)"),
+    _b("delete-storage-volume-snapshots", "delete snapshots associated with volume(s), requires "
+       "--remove-all-storage (must be supported by storage driver)"),
+    _b("wipe-storage", "wipe data on the removed volumes"),
+    _b("snapshots-metadata", "remove all domain snapshot metadata (vm must be inactive)"),
+    _b("checkpoints-metadata", "remove all domain checkpoint metadata (vm must be inactive)"),
+    _b("nvram", "remove nvram file"), _b("keep-nvram", "keep nvram file"),
+    _b("tpm", "remove TPM state"), _b("keep-tpm", "keep TPM state"),
+)
+_CONSOLE = _b("console", "attach to console after creation")
+_PAUSED = _b("paused", "leave the guest paused after creation")
+_EVENT_COMMON = (_s("domain", "filter by domain name, id or uuid", positional=False),)
+_LOOP = _b("loop", "loop until timeout or interrupt, rather than one-shot")
+_TIMEOUT = _n("timeout", "timeout seconds")
+_TIMESTAMP = _b("timestamp", "show timestamp for each printed event")
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
-    Command("uri", "print the hypervisor canonical URI", _cmd_uri),
-    Command("hostname", "print the hypervisor hostname", _cmd_hostname),
-    Command("version", "show version", _cmd_version, _version_options),
-    Command("capabilities", "capabilities", _cmd_capabilities),
-    Command("domcapabilities", "domain capabilities", _cmd_domcapabilities, _domcapabilities_options),
-    Command("define", "define (but don't start) a domain from an XML file", _cmd_define,
-            _define_options),
-    Command("dumpxml", "domain information in XML", _cmd_dumpxml, _dumpxml_options),
-    Command("undefine", "undefine a domain", _cmd_undefine, _domain_arg),
-    Command("start", "start a (previously defined) inactive domain", _cmd_start, _start_options),
-    Command("destroy", "destroy (stop) a domain", _cmd_destroy, _destroy_options),
-    Command("shutdown", "gracefully shutdown a domain", _cmd_shutdown, _domain_arg),
-    Command("suspend", "suspend a domain", _cmd_suspend, _domain_arg),
-    Command("resume", "resume a domain", _cmd_resume, _domain_arg),
-    Command("domstate", "domain state", _cmd_domstate, _domstate_options),
-    Command("domid", "convert a domain name or UUID to domain id", _cmd_domid, _domain_arg),
-    Command("domuuid", "convert a domain name or id to domain UUID", _cmd_domuuid, _domain_arg),
-    Command("domname", "convert a domain id or UUID to domain name", _cmd_domname, _domain_arg),
-    Command("dominfo", "domain information", _cmd_dominfo, _domain_arg),
-    Command("list", "list domains", _cmd_list, _list_options),
-    Command("create", "create a domain from an XML file", _cmd_create, _create_options),
-    Command("reboot", "reboot a domain", _cmd_reboot, _domain_arg),
-    Command("reset", "reset a domain", _cmd_reset, _domain_arg),
-    Command("autostart", "autostart a domain", _cmd_autostart, _autostart_options),
-    Command("domxml-to-native", "Convert domain XML to native config", _cmd_domxml_to_native,
-            _to_native_options),
-    Command("domxml-from-native", "Convert native config to domain XML", _cmd_domxml_from_native,
-            _from_native_options),
+    Command("help", "print help", "", (_s("command", "Prints global help, command specific help, or "
+                                         "help for a group of related commands"),), local=True),
+    Command("uri", "print the hypervisor canonical URI", "cmd_host:cmd_uri"),
+    Command("hostname", "print the hypervisor hostname", "cmd_host:cmd_hostname"),
+    Command("version", "show version", "cmd_host:cmd_version", (_b("daemon", "report daemon version too"),)),
+    Command("capabilities", "capabilities", "cmd_host:cmd_capabilities"),
+    Command("domcapabilities", "domain capabilities", "cmd_host:cmd_domcapabilities", (
+        _s("virttype", "virtualization type (/domain/@type)"),
+        _s("emulatorbin", "path to emulator binary (/domain/devices/emulator)"),
+        _s("arch", "domain architecture (/domain/os/type/@arch)"),
+        _s("machine", "machine type (/domain/os/type/@machine)"))),
+    Command("define", "define (but don't start) a domain from an XML file", "cmd_domain:cmd_define",
+            (_FILE, _b("validate", "validate the XML against the schema"))),
+    Command("undefine", "undefine a domain", "cmd_domain:cmd_undefine", _UNDEFINE_OPTS),
+    Command("edit", "edit XML configuration for a domain", "cmd_domain:cmd_edit",
+            (_DOMAIN, _b("skip-validate", "skip validation of the XML against the schema"))),
+    Command("dumpxml", "domain information in XML", "cmd_domain:cmd_dumpxml", (
+        _DOMAIN, _b("inactive", "show inactive defined XML"),
+        _b("security-info", "include security sensitive information in XML dump"))),
+    Command("create", "create a domain from an XML file", "cmd_domain:cmd_create",
+            (_FILE, _CONSOLE, _PAUSED, _b("validate", "validate the XML against the schema"))),
+    Command("start", "start a (previously defined) inactive domain", "cmd_domain:cmd_start",
+            (_s("domain", "name of the inactive domain", required=True), _CONSOLE, _PAUSED)),
+    Command("shutdown", "gracefully shutdown a domain", "cmd_domain:cmd_shutdown", (_DOMAIN,)),
+    Command("reboot", "reboot a domain", "cmd_domain:cmd_reboot", (_DOMAIN,)),
+    Command("reset", "reset a domain", "cmd_domain:cmd_reset", (_DOMAIN,)),
+    Command("destroy", "destroy (stop) a domain", "cmd_domain:cmd_destroy",
+            (_DOMAIN, _b("graceful", "terminate gracefully"))),
+    Command("suspend", "suspend a domain", "cmd_domain:cmd_suspend", (_DOMAIN,)),
+    Command("resume", "resume a domain", "cmd_domain:cmd_resume", (_DOMAIN,)),
+    Command("autostart", "autostart a domain", "cmd_domain:cmd_autostart",
+            (_DOMAIN, _b("disable", "disable autostarting"))),
+    Command("domxml-to-native", "Convert domain XML to native config", "cmd_domain:cmd_domxml_to_native",
+            (_s("format", "target config data type format", required=True),
+             _s("xml", "xml data file to export from", required=True))),
+    Command("domxml-from-native", "Convert native config to domain XML",
+            "cmd_domain:cmd_domxml_from_native",
+            (_s("format", "source config data format", required=True),
+             _s("config", "config data file to import from", required=True))),
+    Command("list", "list domains", "cmd_info:cmd_list", _LIST_OPTS),
+    Command("dominfo", "domain information", "cmd_info:cmd_dominfo", (_DOMAIN,)),
+    Command("domstate", "domain state", "cmd_info:cmd_domstate",
+            (_DOMAIN, _b("reason", "also print reason for the state"))),
+    Command("domid", "convert a domain name or UUID to domain id", "cmd_info:cmd_domid",
+            (_s("domain", "domain name or uuid", required=True),)),
+    Command("domuuid", "convert a domain name or id to domain UUID", "cmd_info:cmd_domuuid",
+            (_s("domain", "domain id or name", required=True),)),
+    Command("domname", "convert a domain id or UUID to domain name", "cmd_info:cmd_domname",
+            (_s("domain", "domain id or uuid", required=True),)),
+    Command("domblklist", "list all domain blocks", "cmd_info:cmd_domblklist", (
+        _DOMAIN, _b("inactive", "get inactive rather than running configuration"),
+        _b("details", "additionally display the type and device value"))),
+    Command("domiflist", "list all domain virtual interfaces", "cmd_info:cmd_domiflist",
+            (_DOMAIN, _b("inactive", "get inactive rather than running configuration"))),
+    Command("domblkstat", "get device block stats for a domain", "cmd_info:cmd_domblkstat",
+            (_DOMAIN, _s("device", "block device"), _b("human", "print a more human readable output"))),
+    Command("dommemstat", "get memory statistics for a domain", "cmd_info:cmd_dommemstat", (
+        _DOMAIN, _n("period", "period in seconds to set collection"), _b("config", "affect next boot"),
+        _b("live", "affect running domain"), _b("current", "affect current domain"))),
+    Command("vncdisplay", "vnc display", "cmd_info:cmd_vncdisplay", (_DOMAIN,)),
+    Command("console", "connect to the guest console", "cmd_qemu:cmd_console", (
+        _DOMAIN, _s("devname", "character device name", positional=False),
+        _b("force", "force console connection (disconnect already connected sessions)"),
+        _b("safe", "only connect if safe console handling is supported"))),
+    Command("qemu-monitor-command", "QEMU Monitor Command", "cmd_qemu:cmd_qemu_monitor_command", (
+        _DOMAIN, _b("hmp", "command is in human monitor protocol"),
+        _b("pretty", "pretty-print any qemu monitor protocol output"),
+        _b("return-value", "extract the value of the 'return' key from the returned string"),
+        _s("pass-fds", "pass file descriptors N,M,... along with the command", positional=False),
+        Opt("cmd", "argv", "command", required=True))),
+    Command("qemu-monitor-event", "QEMU Monitor Events", "cmd_qemu:cmd_qemu_monitor_event", (
+        *_EVENT_COMMON, _s("event", "filter by event name", positional=False),
+        _b("pretty", "pretty-print any JSON output"), _LOOP, _TIMEOUT,
+        _b("regex", "treat event as a regex rather than literal filter"),
+        _b("no-case", "treat event case-insensitively"), _TIMESTAMP)),
+    Command("event", "Domain Events", "cmd_qemu:cmd_event", (
+        *_EVENT_COMMON, _s("event", "which event type to wait for", positional=False),
+        _b("all", "wait for all events instead of just one type"), _LOOP, _TIMEOUT,
+        _b("list", "list valid event types"), _TIMESTAMP)),
+    Command("complete", "internal command for autocompletion", "complete:cmd_complete",
+            (Opt("args", "argv", "partial string to autocomplete"),), local=True),
 )}
 
-# Commands that need no connection at all.
-_LOCAL = {"help"}
+#: commands listed in help (complete is internal, as in virsh)
+_HIDDEN = {"complete"}
 
 
 def _help(out: TextIO) -> None:
-    out.write("Usage: pyvirsh [-c URI] [-q] COMMAND [ARGS...]\n\n Commands:\n")
+    out.write("Usage: pyvirsh [-c URI] [-q] [-r] COMMAND [ARGS...]\n\n Commands:\n")
     for cmd in COMMANDS.values():
-        out.write(f"    {cmd.name:<18}{cmd.summary}\n")
-    out.write("\n  (specify help <command> for details about the command)\n")
+        if cmd.name not in _HIDDEN:
+            out.write(f"    {cmd.name:<22}{cmd.summary}\n")
+    out.write("\n  (specify help <command> for details about the command)\n\n")
 
 
-class GlobalOptions(NamedTuple):
-    connect: str | None
-    readonly: bool
-    quiet: bool
-    help: bool
-    version: bool
-    command: str | None
-    args: list[str]
+class GlobalOptions:
+    __slots__ = ("connect", "readonly", "quiet", "help", "version", "command", "args")
 
-
-class UsageError(Exception):
-    pass
+    def __init__(self, connect: str | None, readonly: bool, quiet: bool, help: bool, version: bool,
+                 command: str | None, args: list[str]) -> None:
+        self.connect = connect
+        self.readonly = readonly
+        self.quiet = quiet
+        self.help = help
+        self.version = version
+        self.command = command
+        self.args = args
 
 
 _FLAGS = {"-r": "readonly", "--readonly": "readonly", "-q": "quiet", "--quiet": "quiet",
@@ -495,7 +205,7 @@ _FLAGS = {"-r": "readonly", "--readonly": "readonly", "-q": "quiet", "--quiet": 
 
 
 def parse_global(argv: Sequence[str]) -> GlobalOptions:
-    """virsh's options before the command; by hand, since argparse alone costs a few ms a run."""
+    """virsh's options before the command."""
     flags = dict.fromkeys(_FLAGS.values(), False)
     connect = None
     i = 0
@@ -520,79 +230,91 @@ def parse_global(argv: Sequence[str]) -> GlobalOptions:
                          command, list(argv[i + 1:]))
 
 
+def _error(err: TextIO, message: str) -> None:
+    err.write("".join(f"error: {line}\n" for line in message.split("\n")))
+
+
+def _run_local(command: Command, opts: GlobalOptions, args: Args, out: TextIO) -> int:
+    from pyvirt.cli.options import help_text
+
+    if command.name == "help":
+        if args.command is None:
+            _help(out)
+            return 0
+        wanted = COMMANDS.get(args.command)
+        if wanted is None or wanted.name in _HIDDEN:
+            raise UsageError(f"command or command group '{args.command}' doesn't exist")
+        out.write(help_text(wanted.name, wanted.summary, wanted.opts) + "\n")
+        return 0
+    from pyvirt.cli.complete import complete
+
+    out.write("".join(word + "\n" for word in complete(COMMANDS, args.args, hidden=_HIDDEN,
+                                                                uri=opts.connect)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    from pyvirt.cli.options import parse
+
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
         opts = parse_global(sys.argv[1:] if argv is None else argv)
-    except UsageError as exc:
-        err.write(f"error: {exc}\n")
-        return 1
-    if opts.version:
-        from pyvirt.connection import getVersion
+        if opts.version:
+            from pyvirt.cli.cmd_host import version_text
+            from pyvirt.connection import getVersion
 
-        out.write(_version_text(getVersion()) + "\n")
-        return 0
-    if opts.help or opts.command is None or opts.command in _LOCAL:
-        if opts.args and opts.args[0] in COMMANDS:
-            _command_parser(COMMANDS[opts.args[0]]).print_help(out)
-        else:
+            out.write(version_text(getVersion()) + "\n")
+            return 0
+        if opts.help or opts.command is None:
             _help(out)
-        return 0
-    command = COMMANDS.get(opts.command)
-    if command is None:
-        err.write(f"error: unknown command: '{opts.command}'\n")
+            return 0
+        command = COMMANDS.get(opts.command)
+        if command is None:
+            raise UsageError(f"unknown command: '{opts.command}'")
+        args = parse(command.name, command.opts, opts.args)
+        args.quiet = opts.quiet
+        if command.local:
+            return _run_local(command, opts, args, out)
+    except UsageError as exc:
+        _error(err, str(exc))
         return 1
-    args = _command_args(command, opts.args)
-    args.quiet = opts.quiet  # tables drop their header, and messages their words, under -q
+    return _run(command, opts, args, out, err)
 
+
+def _run(command: Command, opts: GlobalOptions, args: Args, out: TextIO, err: TextIO) -> int:
+    from importlib import import_module
+
+    from pyvirt.cli.common import CommandFailed
     from pyvirt.errors import PyvirtError
 
+    module, _, function = command.target.partition(":")
+    run = getattr(import_module(f"pyvirt.cli.{module}"), function)
     try:
         from pyvirt.connection import open as open_connection
         from pyvirt.connection import openReadOnly
 
         conn = (openReadOnly if opts.readonly else open_connection)(opts.connect)
     except PyvirtError as exc:
-        err.write(f"error: failed to connect to the hypervisor\nerror: {exc}\n")
+        _error(err, f"failed to connect to the hypervisor\n{exc}")
         return 1
+    status = 0
     try:
-        if not opts.quiet:
-            return command.run(conn, args, out)
-        # virsh -q leaves out the blank line it prints after a command's output.
-        import io
-
-        buffer = io.StringIO()
-        try:
-            return command.run(conn, args, buffer)
-        finally:
-            text = buffer.getvalue()
-            out.write(text[:-1] if text.endswith("\n\n") or text == "\n" else text)
+        run(conn, args, out, err)
     except CommandFailed as exc:
-        err.write(f"error: {exc}\n")
-        return 1
+        if str(exc):
+            _error(err, str(exc))
+        status = 1
     except PyvirtError as exc:
-        err.write(f"error: {exc}\n")
-        return 1
+        _error(err, str(exc))
+        status = 1
+    except KeyboardInterrupt:
+        status = 1
     finally:
         conn.close()
-
-
-def _command_parser(command: Command) -> argparse.ArgumentParser:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"pyvirsh {command.name}", description=command.summary)
-    if command.options is not None:
-        command.options(parser)
-    return parser
-
-
-def _command_args(command: Command, args: list[str]) -> argparse.Namespace:
-    if command.options is None and not args:
-        from types import SimpleNamespace
-
-        return SimpleNamespace()  # type: ignore[return-value]
-    return _command_parser(command).parse_args(args)
+    if not opts.quiet:
+        out.write("\n")  # virsh's blank line after every command, failed or not, unless -q
+    return status
 
 
 if __name__ == "__main__":
