@@ -156,7 +156,8 @@ def start_libvirtd(**config: str) -> Libvirtd:
     os.symlink(drivers[0], root / "drivers" / "libvirt_driver_qemu.so")
     etc = root / "etc"
     etc.mkdir()
-    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\n')
+    # stdio_handler "file": the namespace has no virtlogd, without which no domain would start.
+    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
     port = _free_port()
     settings = {
         "unix_sock_dir": f'"{root}"',

@@ -144,12 +144,12 @@ def test_unexpected_message_types_ignored(pyvirtd: Pyvirtd, libvirtd: Any, kind:
     (R, 9999, b"", "unknown procedure: 9999"),
     (R, -5, b"", "unknown procedure: -5"),
     (R, 107, b"", "unknown procedure: 107"),  # an event, not a call
-    (R, 9, _args("DOMAIN_CREATE", dom=_DOM), "virDomainCreate"),  # known, not served yet
+    (R, 8, _args("DOMAIN_ATTACH_DEVICE", dom=_DOM, xml="<disk/>"), "virDomainAttachDevice"),
     (R, 211, _args("DOMAIN_SCREENSHOT", dom=_DOM, screen=0, flags=0), "virDomainScreenshot"),
-    (Program.QEMU, 1, _args("QEMU_PROC_DOMAIN_MONITOR_COMMAND", dom=_DOM, cmd="{}", flags=0),
-     "virDomainQemuMonitorCommand"),
+    (Program.QEMU, 3, _args("QEMU_PROC_DOMAIN_AGENT_COMMAND", dom=_DOM, cmd="{}", timeout=5,
+                            flags=0), "virDomainQemuAgentCommand"),
     (Program.QEMU, 99, b"", "unknown procedure: 99"),
-], ids=["9999", "negative", "event", "create", "screenshot", "qemu-monitor", "qemu-99"])
+], ids=["9999", "negative", "event", "attach-device", "screenshot", "qemu-agent", "qemu-99"])
 def test_unknown_procedure_is_no_support(pyvirtd: Pyvirtd, prog: int, proc: int, payload: bytes,
                                          detail: str) -> None:
     """VIR_ERR_NO_SUPPORT, where libvirtd says VIR_ERR_RPC: clients fall back on NO_SUPPORT."""
@@ -168,7 +168,7 @@ def test_supported_features(pyvirtd: Pyvirtd) -> None:
     with Raw.unix(pyvirtd.socket) as raw:
         raw.open()
         answers = {f: raw.call("CONNECT_SUPPORTS_FEATURE", feature=f).supported for f in range(0, 17)}
-    assert {f for f, yes in answers.items() if yes} == {10, 15}
+    assert {f for f, yes in answers.items() if yes} == {10, 14, 15}
 
 
 # ---- framing errors: the offender is dropped, nobody else notices ------------------------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
+from pyvirt.daemon.events import ClientEvents
 from pyvirt.errors import PyvirtError
 from pyvirt.rpc.procedures import PROCEDURES, Procedure, ProcedureTable
 from pyvirt.rpc.protocol import (
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
     from pyvirt.connection import virConnect
     from pyvirt.daemon.instance import ServedInstance
 
-__all__ = ["ClientSession", "Handler", "HandlerTable", "Dispatcher", "api_name",
+__all__ = ["ClientSession", "Handler", "HandlerTable", "Dispatcher", "PendingCall", "NeedsWorker",
+           "running_inline", "api_name",
            "rpc_error", "internal_error", "no_support", "denied", "SERVED_PROGRAMS"]
 
 log = logging.getLogger("pyvirt.daemon")
@@ -81,7 +83,10 @@ def no_support(detail: str, domain: int = codes.VIR_FROM_RPC) -> RemoteError:
 
 
 def denied(proc: Procedure) -> RemoteError:
-    domain = codes.VIR_FROM_DOMAIN if "DOMAIN" in proc.name else codes.VIR_FROM_NONE
+    # libvirt-domain.c reports from VIR_FROM_DOMAIN, libvirt-qemu.c (the QEMU program) and
+    # libvirt.c from VIR_FROM_NONE
+    domain = (codes.VIR_FROM_DOMAIN if "DOMAIN" in proc.name and proc.program == Program.REMOTE
+              else codes.VIR_FROM_NONE)
     return _error("operation forbidden: %s", f"read only access prevents {api_name(proc)}",
                   codes.VIR_ERR_OPERATION_DENIED, domain)
 
@@ -97,6 +102,21 @@ def api_name(proc: Procedure) -> str:
     if proc.program == Program.QEMU and "Domain" in words:
         words.insert(words.index("Domain") + 1, "Qemu")
     return "vir" + "".join(words)
+
+
+_inline = threading.local()
+
+
+def running_inline() -> bool:
+    """Whether the calling handler runs on the event loop (``inline_when_idle``), where it must
+    not block: it raises :class:`NeedsWorker` instead."""
+    return bool(getattr(_inline, "active", False))
+
+
+class NeedsWorker(Exception):
+    """Raised by a handler run on the event loop (``inline_when_idle``) that finds, before doing
+    anything, that this call could block (a query of a running domain's monitor): the dispatcher
+    runs it again on a worker thread."""
 
 
 # ---- per-client state --------------------------------------------------------------------------
@@ -122,6 +142,8 @@ class ClientSession:
         #: CONNECT_CLOSE was answered: hang up once the reply is out.
         self.hangup = False
         self.lock = threading.Lock()
+        #: Its event registrations; the connection behind them holds the API's side.
+        self.events = ClientEvents()
 
     def require_conn(self) -> virConnect:
         conn = self.conn
@@ -133,8 +155,10 @@ class ClientSession:
         """Close the hypervisor connection (the client is gone). Blocking."""
         with self.lock:
             conn, self.conn = self.conn, None
+        self.events.post = None
         if conn is not None:
-            conn.close()
+            conn.close()  # which drops the API's event registrations of this connection
+        self.events.clear()
 
 
 # ---- the handler table ----------------------------------------------------------------------
@@ -151,6 +175,10 @@ class Handler:
     #: Runs on a worker thread. False only for handlers that never block (no I/O, no locks
     #: held by driver calls): they run on the event loop and skip the queue.
     blocking: bool = True
+    #: Runs on the event loop when no call of any client is on a worker thread (see
+    #: :meth:`Dispatcher.prepare`): quick in-memory queries. Such a handler may raise
+    #: :class:`NeedsWorker` (before any effect) to be run on a worker thread instead.
+    inline_when_idle: bool = False
 
 
 class HandlerTable:
@@ -158,8 +186,8 @@ class HandlerTable:
         self._table = table
         self._handlers: dict[tuple[int, int], Handler] = {}
 
-    def register(self, name: str, *, needs_open: bool = True,
-                 blocking: bool = True) -> Callable[[HandlerFn], HandlerFn]:
+    def register(self, name: str, *, needs_open: bool = True, blocking: bool = True,
+                 inline_when_idle: bool = False) -> Callable[[HandlerFn], HandlerFn]:
         proc = self._table.lookup(name)
         if proc.event:
             raise ValueError(f"{proc.full_name} is an event: servers send it, clients do not call it")
@@ -168,7 +196,7 @@ class HandlerTable:
             key = (int(proc.program), proc.number)
             if key in self._handlers:
                 raise ValueError(f"a handler for {proc.full_name} is already registered")
-            self._handlers[key] = Handler(proc, fn, needs_open, blocking)
+            self._handlers[key] = Handler(proc, fn, needs_open, blocking, inline_when_idle)
             return fn
         return add
 
@@ -185,8 +213,26 @@ class HandlerTable:
 
 # ---- dispatch ---------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PendingCall:
+    """A decoded, checked CALL whose handler must run on a worker thread."""
+
+    header: Header
+    proc: Procedure
+    handler: Handler
+    args: Any
+
+
 class Dispatcher:
-    """Turns one CALL into one REPLY frame; never raises for anything the client sent."""
+    """Turns one CALL into one REPLY frame; never raises for anything the client sent.
+
+    :meth:`prepare` does everything that cannot block, on the event loop: it answers errors, the
+    handlers that never block, and -- while no call of any client is on a worker thread -- the
+    quick queries marked ``inline_when_idle``. The driver's long operations hold its locks (a
+    domain start holds the running table for seconds); a quick query run on the loop behind one
+    would stall every client, so whenever a worker thread is busy, queries take the worker path
+    too. Otherwise a round trip costs no thread hand-off, which is most of its time.
+    """
 
     def __init__(self, handlers: HandlerTable, workers: Executor, prio_workers: Executor | None,
                  table: ProcedureTable = PROCEDURES) -> None:
@@ -194,17 +240,60 @@ class Dispatcher:
         self.workers = workers
         self.prio_workers = prio_workers
         self.table = table
+        #: Calls on worker threads now (read and written on the event loop only).
+        self.in_flight = 0
+        #: Whether ``inline_when_idle`` handlers may run on the event loop at all.
+        self.inline = True
 
     async def call(self, session: ClientSession, msg: Message) -> bytes:
+        """The reply frame to ``msg``, wherever its handler has to run."""
+        prepared = self.prepare(session, msg)
+        if isinstance(prepared, bytes):
+            return prepared
+        return await self.finish(session, prepared)
+
+    def prepare(self, session: ClientSession, msg: Message) -> bytes | PendingCall:
+        """The reply frame, when it can be had without blocking; else the call to :meth:`finish`."""
         h = msg.header
         try:
             proc = self._check(h)
-            result = await self._run(session, proc, msg)
+            handler, args = self._decode(session, proc, msg)
+            if not handler.blocking:
+                return self._reply(session, h, proc, handler.fn(session, args))
+            if handler.inline_when_idle and self.inline and self.in_flight == 0:
+                _inline.active = True
+                try:
+                    result = handler.fn(session, args)
+                finally:
+                    _inline.active = False
+                return self._reply(session, h, proc, result)
+        except NeedsWorker:
+            pass
         except PyvirtError as exc:
             return self.error_frame(h, exc)
         except Exception as exc:
             log.exception("client %s: %s failed", session.peer, h.describe())
             return self.error_frame(h, internal_error(f"{type(exc).__name__}: {exc}"))
+        return PendingCall(h, proc, handler, args)
+
+    async def finish(self, session: ClientSession, call: PendingCall) -> bytes:
+        """Run ``call`` on a worker thread; its reply frame."""
+        h, proc = call.header, call.proc
+        pool = self.prio_workers if proc.priority and self.prio_workers is not None else self.workers
+        self.in_flight += 1
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(pool, call.handler.fn,
+                                                                      session, call.args)
+        except PyvirtError as exc:
+            return self.error_frame(h, exc)
+        except Exception as exc:
+            log.exception("client %s: %s failed", session.peer, h.describe())
+            return self.error_frame(h, internal_error(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.in_flight -= 1
+        return self._reply(session, h, proc, result)
+
+    def _reply(self, session: ClientSession, h: Header, proc: Procedure, result: Any) -> bytes:
         try:
             return encode_message(self._reply_header(h, Status.OK), proc.ret.encode(result))
         except ProtocolError as exc:  # a reply that does not fit (too large, bad value)
@@ -238,7 +327,7 @@ class Dispatcher:
             raise no_support(f"unknown procedure: {h.proc}")
         return proc
 
-    async def _run(self, session: ClientSession, proc: Procedure, msg: Message) -> Any:
+    def _decode(self, session: ClientSession, proc: Procedure, msg: Message) -> tuple[Handler, Any]:
         handler = self.handlers.get(proc.program, proc.number)
         if msg.nfds:
             raise rpc_error(f"{proc.full_name}: file descriptor passing is not supported by "
@@ -258,7 +347,4 @@ class Dispatcher:
             raise denied(proc)
         if handler is None:
             raise no_support(api_name(proc))
-        if not handler.blocking:
-            return handler.fn(session, args)
-        pool = self.prio_workers if proc.priority and self.prio_workers is not None else self.workers
-        return await asyncio.get_running_loop().run_in_executor(pool, handler.fn, session, args)
+        return handler, args

@@ -1,20 +1,17 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The REMOTE program's procedures, each a call on pyvirt's public API (:mod:`pyvirt.connection`).
+"""The REMOTE program's connection-level procedures, each a call on pyvirt's public API
+(:mod:`pyvirt.connection`); the domain procedures are in :mod:`pyvirt.daemon.handlers_domain`.
 
 Each handler is what libvirtd's generated ``remoteDispatch*`` does: take the decoded arguments,
-call the connection's method, return the reply fields. The API is growing; a handler whose method
-does not exist yet answers VIR_ERR_NO_SUPPORT (so clients fall back), except where libvirt's
-answer for "no domains at all" is well defined: listings are empty and lookups fail with
-VIR_ERR_NO_DOMAIN and libvirt's words. Once ``virConnect`` gains ``listAllDomains``,
-``lookupByName`` and friends, these handlers call them without change.
+call the connection's method, return the reply fields. A handler whose method does not exist yet
+answers VIR_ERR_NO_SUPPORT, so clients fall back.
 
-Procedures of the QEMU program (monitor commands) need domains; until those exist they have no
-handler and are answered VIR_ERR_NO_SUPPORT by the dispatcher.
+Event registrations are in :mod:`pyvirt.daemon.handlers_events`, the QEMU program in
+:mod:`pyvirt.daemon.handlers_qemu`.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from pyvirt import _errcodes as codes
@@ -25,11 +22,10 @@ from pyvirt.daemon.dispatch import (
     api_name,
     internal_error,
     no_support,
-    rpc_error,
 )
 from pyvirt.daemon.nodeinfo import node_info
-from pyvirt.rpc.procedures import LIMITS, PROCEDURES
-from pyvirt.rpc.protocol import Feature, RemoteError
+from pyvirt.rpc.procedures import PROCEDURES
+from pyvirt.rpc.protocol import Feature
 
 __all__ = ["HANDLERS", "SUPPORTED_FEATURES"]
 
@@ -37,13 +33,10 @@ HANDLERS = HandlerTable()
 _h = HANDLERS.register
 
 #: CONNECT_SUPPORTS_FEATURE answers 1 for these: keepalive (PING/PONG are served) and the close
-#: callback (REGISTER/UNREGISTER_CLOSE_CALLBACK are served). Event callbacks (14) stay 0 until
-#: events exist, so clients keep the legacy registration calls, which answer NO_SUPPORT.
-SUPPORTED_FEATURES = frozenset({Feature.PROGRAM_KEEPALIVE, Feature.REMOTE_CLOSE_CALLBACK})
-
-_DOMAIN_LIST_MAX = LIMITS["DOMAIN_LIST_MAX"]
-#: VIR_CONNECT_LIST_DOMAINS_*: every filter flag of virConnectListAllDomains in libvirt 9.0.
-_LIST_ALL_FLAGS = 0xFFFF
+#: callback (REGISTER/UNREGISTER_CLOSE_CALLBACK are served), and event callback ids
+#: (CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY and its messages; the legacy calls are served too).
+SUPPORTED_FEATURES = frozenset({Feature.PROGRAM_KEEPALIVE, Feature.REMOTE_CLOSE_CALLBACK,
+                                Feature.REMOTE_EVENT_CALLBACK})
 
 
 def _method(session: ClientSession, name: str, proc_name: str) -> Any:
@@ -52,17 +45,6 @@ def _method(session: ClientSession, name: str, proc_name: str) -> Any:
     if method is None:
         raise no_support(api_name(PROCEDURES.lookup(proc_name)), domain=codes.VIR_FROM_QEMU)
     return method
-
-
-def _dom(dom: Any) -> dict[str, Any]:
-    """A virDomain of the API as remote_nonnull_domain."""
-    return {"name": dom.name(), "uuid": dom.UUID(), "id": dom.ID()}
-
-
-def _no_domain(detail: str) -> RemoteError:
-    return RemoteError(f"Domain not found: {detail}", code=codes.VIR_ERR_NO_DOMAIN,
-                       domain=codes.VIR_FROM_QEMU, level=codes.VIR_ERR_ERROR,
-                       str1="Domain not found: %s", str2=detail)
 
 
 # ---- the prelude --------------------------------------------------------------------------
@@ -122,7 +104,7 @@ def unregister_close_callback(session: ClientSession, args: None) -> Any:
 
 # ---- the connection and the host ----------------------------------------------------------
 
-@_h("CONNECT_GET_TYPE")
+@_h("CONNECT_GET_TYPE", inline_when_idle=True)
 def get_type(session: ClientSession, args: None) -> Any:
     return {"type": session.require_conn().getType()}
 
@@ -132,7 +114,7 @@ def get_version(session: ClientSession, args: None) -> Any:
     return {"hv_ver": session.require_conn().getVersion()}
 
 
-@_h("CONNECT_GET_LIB_VERSION")
+@_h("CONNECT_GET_LIB_VERSION", inline_when_idle=True)
 def get_lib_version(session: ClientSession, args: None) -> Any:
     return {"lib_ver": session.require_conn().getLibVersion()}
 
@@ -142,12 +124,12 @@ def get_hostname(session: ClientSession, args: None) -> Any:
     return {"hostname": session.require_conn().getHostname()}
 
 
-@_h("CONNECT_GET_URI")
+@_h("CONNECT_GET_URI", inline_when_idle=True)
 def get_uri(session: ClientSession, args: None) -> Any:
     return {"uri": session.require_conn().getURI()}
 
 
-@_h("CONNECT_IS_SECURE")
+@_h("CONNECT_IS_SECURE", inline_when_idle=True)
 def is_secure(session: ClientSession, args: None) -> Any:
     # The driver's answer, as libvirtd gives it: the client side adds what it knows of the
     # transport (libvirt's remote driver reports TCP as insecure by itself).
@@ -206,89 +188,6 @@ def node_get_security_model(session: ClientSession, args: None) -> Any:
     return {"model": model, "doi": doi}
 
 
-# ---- domains: listing ---------------------------------------------------------------------
-
-def _check_max(value: int, what: str) -> None:
-    if value < 0:
-        raise rpc_error(f"{what} must be non-negative")
-    if value > _DOMAIN_LIST_MAX:
-        raise rpc_error(f"{what} > REMOTE_DOMAIN_LIST_MAX")
-
-
-@_h("CONNECT_LIST_ALL_DOMAINS")
-def list_all_domains(session: ClientSession, args: Any) -> Any:
-    conn = session.require_conn()
-    api = getattr(conn, "listAllDomains", None)
-    if api is not None:
-        domains = list(api(args.flags))
-    else:
-        if args.flags & ~_LIST_ALL_FLAGS:
-            raise RemoteError(f"unsupported flags (0x{args.flags & ~_LIST_ALL_FLAGS:x}) in function "
-                              "qemuConnectListAllDomains", code=codes.VIR_ERR_INVALID_ARG,
-                              domain=codes.VIR_FROM_QEMU, level=codes.VIR_ERR_ERROR,
-                              str1="qemuConnectListAllDomains", str2="flags", int1=0, int2=0)
-        domains = []  # no domains in pyvirt yet
-    if len(domains) > _DOMAIN_LIST_MAX:
-        raise rpc_error(f"Too many domains '{len(domains)}' for limit '{_DOMAIN_LIST_MAX}'")
-    return {"domains": [_dom(d) for d in domains] if args.need_results else [],
-            "ret": len(domains)}
-
-
-@_h("CONNECT_NUM_OF_DOMAINS")
-def num_of_domains(session: ClientSession, args: None) -> Any:
-    api = getattr(session.require_conn(), "numOfDomains", None)
-    return {"num": api() if api is not None else 0}
-
-
-@_h("CONNECT_LIST_DOMAINS")
-def list_domains(session: ClientSession, args: Any) -> Any:
-    _check_max(args.maxids, "maxids")
-    api = getattr(session.require_conn(), "listDomainsID", None)
-    ids = list(api()) if api is not None else []
-    return {"ids": ids[:args.maxids]}
-
-
-@_h("CONNECT_NUM_OF_DEFINED_DOMAINS")
-def num_of_defined_domains(session: ClientSession, args: None) -> Any:
-    api = getattr(session.require_conn(), "numOfDefinedDomains", None)
-    return {"num": api() if api is not None else 0}
-
-
-@_h("CONNECT_LIST_DEFINED_DOMAINS")
-def list_defined_domains(session: ClientSession, args: Any) -> Any:
-    _check_max(args.maxnames, "maxnames")
-    api = getattr(session.require_conn(), "listDefinedDomains", None)
-    names = list(api()) if api is not None else []
-    return {"names": names[:args.maxnames]}
-
-
-# ---- domains: lookup ------------------------------------------------------------------------
-
-@_h("DOMAIN_LOOKUP_BY_NAME")
-def lookup_by_name(session: ClientSession, args: Any) -> Any:
-    api = getattr(session.require_conn(), "lookupByName", None)
-    if api is None:
-        raise _no_domain(f"no domain with matching name '{args.name}'")
-    return {"dom": _dom(api(args.name))}
-
-
-@_h("DOMAIN_LOOKUP_BY_UUID")
-def lookup_by_uuid(session: ClientSession, args: Any) -> Any:
-    api = getattr(session.require_conn(), "lookupByUUID", None)
-    if api is None:
-        raise _no_domain(f"no domain with matching uuid '{uuid.UUID(bytes=args.uuid)}'")
-    return {"dom": _dom(api(args.uuid))}
-
-
-@_h("DOMAIN_LOOKUP_BY_ID")
-def lookup_by_id(session: ClientSession, args: Any) -> Any:
-    if args.id < 0:
-        # libvirt's public API checks this before any driver sees it
-        raise RemoteError("id in virDomainLookupByID must be zero or greater",
-                          code=codes.VIR_ERR_INVALID_ARG, domain=codes.VIR_FROM_DOMAIN,
-                          level=codes.VIR_ERR_ERROR, str1="virDomainLookupByID", str2="id",
-                          int1=0, int2=0)
-    api = getattr(session.require_conn(), "lookupByID", None)
-    if api is None:
-        raise _no_domain(f"no domain with matching id {args.id}")
-    return {"dom": _dom(api(args.id))}
+# The domain, event and QEMU procedures register themselves on HANDLERS (imported last: they use
+# this module).
+from pyvirt.daemon import handlers_domain, handlers_events, handlers_qemu  # noqa: E402,F401

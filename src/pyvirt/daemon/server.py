@@ -1,14 +1,16 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""pyvirtd's server: listening sockets, one asyncio task per client, calls run concurrently.
+"""pyvirtd's server: listening sockets, one asyncio protocol per client, calls run concurrently.
 
-Each client connection reads frames with a :class:`~pyvirt.rpc.protocol.FrameDecoder` (which
-refuses a bad length word before buffering the body, so no client can make the daemon allocate
-more than one maximal message) and starts one task per CALL; replies go out in completion order,
-as libvirt allows. A client has at most ``max_client_requests`` calls in flight: beyond that its
-socket is simply not read, which pushes back on it alone. Hypervisor calls block, so they run on
-a bounded thread pool (``max_workers``), with a separate pool (``prio_workers``) for the
-procedures libvirt marks high-priority, so that a host busy with slow calls still answers
-"what is your hostname".
+Each client connection decodes frames as they arrive with a
+:class:`~pyvirt.rpc.protocol.FrameDecoder` (which refuses a bad length word before buffering the
+body, so no client can make the daemon allocate more than one maximal message). A call that cannot
+block (errors, and quick in-memory queries while no worker is busy: see
+:class:`~pyvirt.daemon.dispatch.Dispatcher`) is answered on the spot; any other runs as a task.
+Replies go out in completion order, as libvirt allows. A client has at most
+``max_client_requests`` calls in flight: beyond that its socket is simply not read, which pushes
+back on it alone. Hypervisor calls block, so they run on a bounded thread pool (``max_workers``),
+with a separate pool (``prio_workers``) for the procedures libvirt marks high-priority, so that a
+host busy with slow calls still answers "what is your hostname".
 
 Keepalive follows libvirtd: a client that asked for CONNECT_SUPPORTS_FEATURE(keepalive) is sent
 a PING after ``keepalive_interval`` seconds of silence and dropped when ``keepalive_count`` PINGs
@@ -22,6 +24,7 @@ sends can stop the daemon or touch another client.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import fcntl
@@ -37,9 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyvirt.daemon.config import DaemonConfig
-from pyvirt.daemon.dispatch import ClientSession, Dispatcher, HandlerTable
+from pyvirt.daemon.dispatch import ClientSession, Dispatcher, HandlerTable, PendingCall
 from pyvirt.daemon.instance import PID_NAME, SOCKET_NAME, SOCKET_RO_NAME, ServedInstance
-from pyvirt.errors import OperationFailed
+from pyvirt.errors import OperationFailed, PyvirtError
 from pyvirt.rpc.protocol import (
     PROTOCOL_VERSION,
     FrameDecoder,
@@ -60,7 +63,9 @@ __all__ = ["Daemon", "DaemonOptions", "Listener", "plan_listeners", "check_confi
 
 log = logging.getLogger("pyvirt.daemon")
 
-_READ_CHUNK = 256 * 1024
+#: Bytes of unsent output past which a client that does not read its events is dropped (libvirtd
+#: would queue without bound); a reply waiting for it counts too.
+_EVENT_BACKLOG_MAX = 32 * 1024 * 1024
 #: How long shutdown waits for calls already running on worker threads.
 _SHUTDOWN_GRACE = 5.0
 
@@ -236,133 +241,211 @@ def _notify_ready() -> None:
         log.warning("cannot notify readiness on %s: %s", address, exc)
 
 
-class ClientConnection:
-    """One connected client: reads its frames, runs its calls, writes the replies."""
+class ClientConnection(asyncio.Protocol):
+    """One connected client: its frames are decoded as they arrive; a call that cannot block is
+    answered on the spot, any other runs as a task; replies are written as they are ready.
 
-    def __init__(self, daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 session: ClientSession) -> None:
+    Push-back, per client only: while ``max_client_requests`` of its calls run, or while its
+    unsent output is past the transport's high-water mark (it does not read), the messages it
+    already sent wait here and its socket is not read.
+    """
+
+    def __init__(self, daemon: Daemon, *, readonly: bool, kind: str) -> None:
         self.daemon = daemon
-        self.reader, self.writer = reader, writer
-        self.session = session
+        self.readonly = readonly
+        self.kind = kind
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.session: ClientSession | None = None
         self.decoder = FrameDecoder()
         self.calls: set[asyncio.Task[None]] = set()
-        self.slots = asyncio.Semaphore(daemon.config.max_client_requests)
-        self.write_lock = asyncio.Lock()
+        self.waiting: collections.deque[Message] = collections.deque()
+        self.max_calls = daemon.config.max_client_requests
         self.closed = False
-        self.last_received = asyncio.get_running_loop().time()
+        self.gone = asyncio.Event()
+        self.last_received = self.loop.time()
         self._keepalive: asyncio.Task[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._peer = "(connecting)"
 
     @property
     def peer(self) -> str:
-        return self.session.peer
+        return self._peer
 
-    async def run(self) -> None:
+    # ---- the transport's callbacks ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.session = self.daemon._admit(self, transport)
+        if self.session is None:
+            self.closed = True
+            transport.close()
+            return
+        self._peer = self.session.peer
+        self.session.events.post = self.post_event
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_received = self.loop.time()
         try:
-            while not self.closed:
-                data = await self.reader.read(_READ_CHUNK)
-                if not data:
-                    if self.decoder.buffered:
-                        log.info("client %s: disconnected with %d bytes of an incomplete message",
-                                 self.peer, self.decoder.buffered)
-                    break
-                self.last_received = asyncio.get_running_loop().time()
-                for msg in self.decoder.feed(data):
-                    await self.on_message(msg)
-                if self.session.keepalive and self._keepalive is None:
-                    self.start_keepalive()
+            self.waiting.extend(self.decoder.feed(data))
         except ProtocolError as exc:
             log.warning("client %s: protocol error, closing: %s", self.peer, exc.message)
-        except OSError as exc:
-            log.info("client %s: connection lost: %s", self.peer, exc)
-        finally:
-            await self.finish()
+            self.close()
+            return
+        self._process()
+        if self.session is not None and self.session.keepalive and self._keepalive is None:
+            self.start_keepalive()
 
-    async def on_message(self, msg: Message) -> None:
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.decoder.buffered:
+            log.info("client %s: disconnected with %d bytes of an incomplete message",
+                     self.peer, self.decoder.buffered)
+        elif exc is not None:
+            log.info("client %s: connection lost: %s", self.peer, exc)
+        self.closed = True
+        self.gone.set()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._process()
+
+    # ---- calls ----
+
+    def _process(self) -> None:
+        """Handle the messages received so far, as far as the limits allow."""
+        while self.waiting and not self.closed:
+            if len(self.calls) >= self.max_calls or self._write_paused:
+                if not self._read_paused and self.transport is not None:
+                    self.transport.pause_reading()
+                    self._read_paused = True
+                return
+            self.on_message(self.waiting.popleft())
+        if self._read_paused and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+            self._read_paused = False
+
+    def on_message(self, msg: Message) -> None:
         h = msg.header
         if h.prog == Program.KEEPALIVE and h.type == MessageType.MESSAGE:
             if h.proc == KeepaliveProc.PING:
-                self.write_now(_PONG)
+                self.write(_PONG)
             return  # a PONG only proves the client alive, which last_received already notes
         # (a CALL to the keepalive program is answered "Cannot find program", as by libvirtd)
         if h.type not in (MessageType.CALL, MessageType.CALL_WITH_FDS):
             # libvirtd drops replies, events and stream data it did not expect, silently
             log.debug("client %s: ignoring %s", self.peer, h.describe())
             return
-        # At most max_client_requests calls at once: wait here, not reading more, until one ends.
-        await self.slots.acquire()
-        task = asyncio.create_task(self.handle_call(msg))
+        assert self.session is not None
+        prepared = self.daemon.dispatcher.prepare(self.session, msg)
+        if isinstance(prepared, bytes):  # answered on the spot
+            self.write(prepared)
+            return
+        task = self.loop.create_task(self.handle_call(prepared))
         self.calls.add(task)
         task.add_done_callback(self._call_done)
 
     def _call_done(self, task: asyncio.Task[None]) -> None:
         self.calls.discard(task)
-        self.slots.release()
+        self._process()
 
-    async def handle_call(self, msg: Message) -> None:
+    async def handle_call(self, call: PendingCall) -> None:
+        assert self.session is not None
         try:
-            frame = await self.daemon.dispatcher.call(self.session, msg)
+            frame = await self.daemon.dispatcher.finish(self.session, call)
         except Exception:
-            log.exception("client %s: dispatching %s failed", self.peer, msg.header.describe())
+            log.exception("client %s: dispatching %s failed", self.peer, call.header.describe())
             return
-        await self.send(frame)
+        self.write(frame)
         if self.session.hangup:
             self.close()  # CONNECT_CLOSE: the reply is out, now hang up as libvirtd does
 
-    async def send(self, frame: bytes) -> None:
-        if self.closed:
-            return  # the client left while its call ran: the reply has nowhere to go
-        async with self.write_lock:
-            try:
-                self.writer.write(frame)
-                await self.writer.drain()
-            except (OSError, RuntimeError) as exc:
-                log.info("client %s: cannot send: %s", self.peer, exc)
-                self.close()
+    # ---- output ----
 
-    def write_now(self, frame: bytes) -> None:
-        """Queue a small frame without waiting: keepalive must not wait behind a slow reader."""
-        if not self.closed and not self.writer.is_closing():
-            self.writer.write(frame)
+    def write(self, frame: bytes) -> None:
+        """Queue one whole frame (frames never interleave); never waits."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return  # the client left: the reply has nowhere to go
+        transport.write(frame)
+
+    def post_event(self, frame: bytes) -> None:
+        """From pyvirt's event thread: queue an event frame for this client, without waiting."""
+        try:
+            self.loop.call_soon_threadsafe(self._write_event, frame)
+        except RuntimeError:
+            pass  # the loop is closed: the daemon is gone, and the client with it
+
+    def _write_event(self, frame: bytes) -> None:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return
+        backlog = transport.get_write_buffer_size()
+        if backlog + len(frame) > _EVENT_BACKLOG_MAX:
+            log.warning("client %s: %d bytes of events unread, closing", self.peer, backlog)
+            self.close()
+            return
+        transport.write(frame)
+
+    # ---- keepalive ----
 
     def start_keepalive(self) -> None:
         interval = self.daemon.config.keepalive_interval
         if interval > 0:
-            self._keepalive = asyncio.create_task(self.keepalive(interval,
-                                                                 self.daemon.config.keepalive_count))
+            self._keepalive = self.loop.create_task(
+                self.keepalive(interval, self.daemon.config.keepalive_count))
 
     async def keepalive(self, interval: float, count: int) -> None:
-        loop = asyncio.get_running_loop()
         while not self.closed:
             await asyncio.sleep(interval)
-            quiet = loop.time() - self.last_received
+            quiet = self.loop.time() - self.last_received
             if quiet >= interval * (count + 1):
                 log.warning("client %s: no response after %d keepalive messages in %.0f s, closing",
                             self.peer, count, quiet)
                 self.close()
                 return
             if quiet >= interval:
-                self.write_now(_PING)
+                self.write(_PING)
+
+    # ---- the end ----
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.writer.close()
+            if self.transport is not None:
+                self.transport.close()  # after what is queued has been sent
+        self.gone.set()
+
+    async def lifetime(self) -> None:
+        """Until the client is gone; then its calls end and its hypervisor connection closes."""
+        await self.gone.wait()
+        await self.finish()
 
     async def finish(self) -> None:
         self.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
+        session = self.session
+        if session is None:
+            return
+        session.events.post = None
         if self.calls:
             # Calls already on worker threads cannot be interrupted; let them end, then close
             # the client's hypervisor connection behind them.
             await asyncio.wait(set(self.calls), timeout=None)
         try:
-            await asyncio.get_running_loop().run_in_executor(self.daemon.workers,
-                                                             self.session.release)
+            await self.loop.run_in_executor(self.daemon.workers, session.release)
         except Exception:
             log.exception("client %s: closing its connection failed", self.peer)
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
         log.debug("client %s: gone", self.peer)
 
 
@@ -411,43 +494,59 @@ class Daemon:
 
             self._conn = await loop.run_in_executor(self.workers, pyvirt.connection.open,
                                                     self.instance.uri)
+            await self._warm_up(loop, self._conn)
             for plan in plans:
                 await self._listen(plan, gid)
+            # Handlers before the pid file: whoever sees the daemon ready may signal it at once
+            # (a SIGHUP before the handler would kill it).
+            if handle_signals:
+                self._signals = True
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
+                    "SIGHUP: pyvirtd cannot reload its configuration yet; restart it to apply "
+                    "changes"))
             self._pid_file.write()
         except BaseException:
+            if self._signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+                self._signals = False
             await self._close_listeners()
             await self._release()
             raise
         self._idle_since = loop.time()
-        if handle_signals:
-            self._signals = True
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-            loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
-                "SIGHUP: pyvirtd cannot reload its configuration yet; restart it to apply changes"))
         _notify_ready()
         log.info("pyvirtd %d ready, serving %s on %s", os.getpid(), self.instance.uri,
                  ", ".join(p.describe() for p in plans))
 
+    async def _warm_up(self, loop: asyncio.AbstractEventLoop, conn: virConnect) -> None:
+        """Load what the driver loads on first use (definitions, emulator capabilities, which may
+        mean probing QEMU for seconds) now, on a worker: the quick queries the dispatcher runs on
+        the event loop must find it loaded. If it cannot be loaded, every call takes a worker."""
+        try:
+            await loop.run_in_executor(self.workers, conn.listAllDomains)
+        except PyvirtError as exc:
+            log.warning("the driver cannot list domains (%s); every call will run on a worker "
+                        "thread", exc)
+            self.dispatcher.inline = False
+
     async def _listen(self, plan: Listener, gid: int | None) -> None:
         backlog = self.config.max_queued_clients
+        loop = asyncio.get_running_loop()
 
-        def accept(readonly: bool, transport: str) -> Callable[..., Any]:
-            async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                await self._serve_client(reader, writer, readonly=readonly, transport=transport)
-            return on_client
+        def factory(readonly: bool, kind: str) -> Callable[[], ClientConnection]:
+            return lambda: ClientConnection(self, readonly=readonly, kind=kind)
 
         if plan.kind == "unix":
             sock = _bind_unix(plan, gid, backlog)
             assert plan.path is not None
             self._unix_paths.append(plan.path)
-            server = await asyncio.start_unix_server(accept(plan.readonly, "unix"), sock=sock,
-                                                     limit=_READ_CHUNK)
+            server = await loop.create_unix_server(factory(plan.readonly, "unix"), sock=sock)
         else:
             try:
-                server = await asyncio.start_server(accept(False, "tcp"), plan.host, plan.port,
-                                                    backlog=backlog, limit=_READ_CHUNK,
-                                                    reuse_address=True)
+                server = await loop.create_server(factory(False, "tcp"), plan.host, plan.port,
+                                                  backlog=backlog, reuse_address=True)
             except OSError as exc:
                 raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
             self.tcp_ports.extend(s.getsockname()[1] for s in server.sockets)
@@ -455,13 +554,13 @@ class Daemon:
 
     # ---- clients ----
 
-    def _identify(self, writer: asyncio.StreamWriter, transport: str) -> tuple[str, bool]:
+    def _identify(self, transport: asyncio.BaseTransport, kind: str) -> tuple[str, bool]:
         """A name for logs, and whether the peer may connect at all."""
         self._next_id += 1
-        if transport == "tcp":
-            host, port = writer.get_extra_info("peername")[:2]
+        if kind == "tcp":
+            host, port = transport.get_extra_info("peername")[:2]
             return f"#{self._next_id} tcp {host}:{port}", True
-        sock = writer.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         try:
             pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                                 struct.calcsize("3i")))
@@ -472,32 +571,34 @@ class Daemon:
         allowed = self.instance.privileged or uid in (0, os.geteuid())
         return name, allowed
 
-    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                            readonly: bool, transport: str) -> None:
-        peer, allowed = self._identify(writer, transport)
+    def _admit(self, client: ClientConnection,
+               transport: asyncio.BaseTransport) -> ClientSession | None:
+        """A new client's session, or None when it is refused (the caller hangs up)."""
+        peer, allowed = self._identify(transport, client.kind)
         if not allowed or self._stopping is None or self._stopping.is_set():
             log.warning("client %s: refused", peer)
-            writer.close()
-            return
+            return None
         if len(self.clients) >= self.config.max_clients:
             log.warning("client %s: refused, max_clients (%d) reached", peer, self.config.max_clients)
-            writer.close()
-            return
+            return None
         log.info("client %s: connected to the %s socket", peer,
-                 "read-only" if readonly else transport)
-        session = ClientSession(self.instance, readonly_socket=readonly, transport=transport, peer=peer)
-        client = ClientConnection(self, reader, writer, session)
+                 "read-only" if client.readonly else client.kind)
+        session = ClientSession(self.instance, readonly_socket=client.readonly,
+                                transport=client.kind, peer=peer)
         self.clients.add(client)
-        task = asyncio.current_task()
-        if task is not None:
-            self._client_tasks.add(task)
-        try:
-            await client.run()
-        finally:
+        task = asyncio.get_running_loop().create_task(client.lifetime())
+        self._client_tasks.add(task)
+
+        def done(_: asyncio.Task[None]) -> None:
             self.clients.discard(client)
-            if task is not None:
-                self._client_tasks.discard(task)
+            self._client_tasks.discard(task)
             self._idle_since = asyncio.get_running_loop().time()
+        task.add_done_callback(done)
+        return session
+
+    def event_registrations(self) -> dict[str, int]:
+        """Event registrations per connected client (for diagnostics and tests)."""
+        return {c.peer: len(c.session.events) for c in self.clients if c.session is not None}
 
     # ---- running and stopping ----
 

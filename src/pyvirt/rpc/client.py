@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -360,6 +361,16 @@ class RPCClient:
             self._keepalive_task = asyncio.create_task(
                 self._keepalive(keepalive_interval, keepalive_count))
 
+    def set_keepalive(self, interval: float | None, count: int = 5) -> None:
+        """(Re)start our pings with these values, or stop them with None (virConnectSetKeepAlive).
+        Call on the client's loop."""
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
+        if interval:
+            self._check_running()
+            self._keepalive_task = asyncio.create_task(self._keepalive(interval, count))
+
     async def close(self, timeout: float | None = 10.0) -> None:
         """CONNECT_CLOSE when a hypervisor connection is open, then close the socket."""
         if self._state == ClientState.RUNNING and self._opened:
@@ -536,6 +547,9 @@ class RPCClient:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        # asyncio's "Connect call failed (...)" hides the cause that libvirt names
+        return os.strerror(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
@@ -654,6 +668,11 @@ class Client:
         async def add() -> Callable[[], None]:
             return self.rpc.add_event_handler(handler, proc)
         return self._loop.run(add())
+
+    def set_keepalive(self, interval: float | None, count: int = 5) -> None:
+        async def run() -> None:
+            self.rpc.set_keepalive(interval, count)
+        self._loop.run(run())
 
     def add_close_callback(self, callback: CloseCallback) -> Callable[[], None]:
         """The callback runs on the client's loop thread."""

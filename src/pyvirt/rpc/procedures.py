@@ -263,6 +263,14 @@ _remote(245, "DOMAIN_RESET", [_DOM, _FLAGS])
 _remote(258, "DOMAIN_SHUTDOWN_FLAGS", [_DOM, _FLAGS])
 _remote(350, "DOMAIN_DEFINE_XML_FLAGS", [_XML, _FLAGS], _DOM_RET, hi=True)
 
+# ---- domain XML and native configurations (both need write access: @acl connect:write) ----
+_remote(135, "CONNECT_DOMAIN_XML_FROM_NATIVE",
+        [("nativeFormat", NONNULL_STRING), ("nativeConfig", NONNULL_STRING), _FLAGS],
+        _ret1("domainXml", NONNULL_STRING))
+_remote(136, "CONNECT_DOMAIN_XML_TO_NATIVE",
+        [("nativeFormat", NONNULL_STRING), ("domainXml", NONNULL_STRING), _FLAGS],
+        _ret1("nativeConfig", NONNULL_STRING))
+
 # ---- domains: streams ----
 _remote(201, "DOMAIN_OPEN_CONSOLE", [_DOM, ("dev_name", REMOTE_STRING), _FLAGS], stream=True)
 _remote(211, "DOMAIN_SCREENSHOT", [_DOM, ("screen", UINT), _FLAGS], _ret1("mime", REMOTE_STRING),
@@ -299,6 +307,8 @@ _r(Program.QEMU, 5, "CONNECT_DOMAIN_MONITOR_EVENT_DEREGISTER", [("callbackID", I
 _r(Program.QEMU, 6, "DOMAIN_MONITOR_EVENT", [
     ("callbackID", INT), _DOM, ("event", NONNULL_STRING), ("seconds", HYPER), ("micros", UINT),
     ("details", REMOTE_STRING)], event=True)
+_r(Program.QEMU, 7, "DOMAIN_MONITOR_COMMAND_WITH_FILES", [_DOM, ("cmd", NONNULL_STRING), _FLAGS],
+   _ret1("result", NONNULL_STRING))
 
 # ---- KEEPALIVE program: bare MESSAGEs, no payload ----
 _r(Program.KEEPALIVE, 1, "PING", hi=True, ro=True, event=True)

@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Fixtures of the tests of pyvirt's own client (pyvirt.remote): a pyvirtd of the module's own,
+the private libvirtd oracle, the project's test guest, and a work directory whose QEMUs are killed
+afterwards. The directory is a package so this conftest has a name of its own."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon.testlib import Pyvirtd, rpc_conftest, short_tmpdir, start_pyvirtd
+from lifecycle_support import kill_qemus
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Pyvirtd]:
+    """pyvirtd on a root of its own, over UNIX and TCP (auth none)."""
+    parent = short_tmpdir("pvr-")
+    d = start_pyvirtd(parent / "r", listen=True)
+    try:
+        yield d
+    finally:
+        d.stop()
+        kill_qemus(str(parent))
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> Iterator[Any]:
+    d = rpc_conftest.start_libvirtd()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """XML files and serial logs of one test; a QEMU still using them fails the test."""
+    path = short_tmpdir("pvrt-")
+    try:
+        yield path
+    finally:
+        leaked = kill_qemus(str(path))
+        shutil.rmtree(path, ignore_errors=True)
+        assert leaked == [], f"QEMU processes left running: {leaked}"
+
+
+@pytest.fixture
+def name() -> str:
+    return f"pvr{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,229 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""pyvirt's client when the server goes away or goes quiet: a killed pyvirtd or libvirtd fails the
+pending and the next calls with an error naming the peer and the loss, and fires the close
+callback once with libvirt's reason (the same reason Debian's python3-libvirt reports for the same
+kill, and for a close() of the caller's own); keepalive answered both ways."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from daemon.testlib import Pyvirtd, rpc_conftest, short_tmpdir, start_pyvirtd
+
+from pyvirt import _errcodes as codes
+from pyvirt._constants import (
+    VIR_CONNECT_CLOSE_REASON_EOF,
+    VIR_CONNECT_CLOSE_REASON_ERROR,
+    VIR_CONNECT_CLOSE_REASON_KEEPALIVE,
+)
+from pyvirt.connection import open as open_connection
+from pyvirt.errors import PyvirtError
+
+from .scriptlib import run_script
+
+
+@pytest.fixture
+def own_daemon() -> Iterator[Pyvirtd]:
+    """A pyvirtd for one test (it gets killed), over UNIX and TCP."""
+    parent = short_tmpdir("pvrk-")
+    d = start_pyvirtd(parent / "r", listen=True,
+                      config="keepalive_interval = 1\nkeepalive_count = 2\n")
+    try:
+        yield d
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT) if d.alive() else None
+        d.stop(signal.SIGKILL)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _wait_for(items: list[Any], count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(items) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _peer(daemon: Pyvirtd, transport: str) -> str:
+    return daemon.socket if transport == "unix" else f"127.0.0.1:{daemon.tcp_port}"
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_killed_pyvirtd_fails_pending_and_next_calls(own_daemon: Pyvirtd, transport: str) -> None:
+    conn = open_connection(own_daemon.uri(transport))
+    fired: list[Any] = []
+    assert conn.registerCloseCallback(lambda c, reason, opaque: fired.append((c is conn, reason,
+                                                                               opaque)), "op") == 0
+    assert conn.getHostname()
+    pending: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            conn.getHostname()
+        except BaseException as exc:  # noqa: B036 - handed to the test thread
+            pending.append(exc)
+
+    os.kill(own_daemon.proc.pid, signal.SIGSTOP)
+    worker = threading.Thread(target=call)
+    worker.start()
+    time.sleep(0.5)  # the call is sent and waits for its reply
+    assert pending == [] and worker.is_alive()
+    os.kill(own_daemon.proc.pid, signal.SIGKILL)
+    worker.join(timeout=15)
+    assert not worker.is_alive()
+    peer = _peer(own_daemon, transport)
+    [exc] = pending
+    assert isinstance(exc, PyvirtError)
+    assert exc.get_error_domain() == codes.VIR_FROM_RPC
+    assert exc.get_error_code() == codes.VIR_ERR_SYSTEM_ERROR
+    msg = exc.get_error_message()
+    assert msg.startswith(f"virConnectGetHostname: the connection to {peer} was lost while the "
+                          "call was pending ("), msg
+    # the server read our call but never answered: the kernel resets the connection
+    assert "Connection reset by peer" in msg or "End of file" in msg, msg
+
+    with pytest.raises(PyvirtError) as info:
+        conn.lookupByName("anything")
+    assert (info.value.get_error_code(), info.value.get_error_domain()) == (
+        codes.VIR_ERR_INTERNAL_ERROR, codes.VIR_FROM_RPC)
+    assert info.value.get_error_message().startswith(
+        f"virDomainLookupByName: the connection to {peer} was lost earlier ("), info.value
+    assert conn.isAlive() == 0
+    _wait_for(fired, 1)
+    time.sleep(0.5)
+    assert len(fired) == 1, fired
+    assert fired[0][0] is True and fired[0][2] == "op"
+    assert fired[0][1] in (VIR_CONNECT_CLOSE_REASON_ERROR, VIR_CONNECT_CLOSE_REASON_EOF)
+    expected = VIR_CONNECT_CLOSE_REASON_ERROR if "reset" in msg else VIR_CONNECT_CLOSE_REASON_EOF
+    assert fired[0][1] == expected
+    assert conn.close() == 0
+
+
+def test_idle_kill_fires_eof_and_close_does_not_fire(own_daemon: Pyvirtd) -> None:
+    quiet = open_connection(own_daemon.uri())
+    closed_by_us: list[Any] = []
+    quiet.registerCloseCallback(lambda c, reason, opaque: closed_by_us.append(reason), None)
+    assert quiet.close() == 0
+    assert closed_by_us == [VIR_CONNECT_CLOSE_REASON_EOF]  # before close() returned
+
+    conn = open_connection(own_daemon.uri())
+    fired: list[Any] = []
+    conn.registerCloseCallback(lambda c, reason, opaque: fired.append(reason), None)
+    with pytest.raises(PyvirtError) as info:
+        conn.registerCloseCallback(lambda *a: None, None)
+    assert info.value.get_error_code() == codes.VIR_ERR_OPERATION_INVALID
+    os.kill(own_daemon.proc.pid, signal.SIGKILL)
+    _wait_for(fired, 1)
+    time.sleep(0.3)
+    assert fired == [VIR_CONNECT_CLOSE_REASON_EOF]
+    assert closed_by_us == [VIR_CONNECT_CLOSE_REASON_EOF]
+    with pytest.raises(PyvirtError) as info:
+        conn.getCapabilities()
+    assert own_daemon.socket in info.value.get_error_message()
+    assert "End of file" in info.value.get_error_message()
+    conn.close()
+
+
+def test_keepalive_both_ways(own_daemon: Pyvirtd) -> None:
+    """The daemon pings every second and drops a client after 2 unanswered: ours answers, so an
+    idle connection lives; our own pings (setKeepAlive) drop a server that stopped answering."""
+    from pyvirt.remote import RemoteConnect
+
+    conn = open_connection(own_daemon.uri())
+    assert isinstance(conn, RemoteConnect)
+    time.sleep(4.5)
+    assert conn.getType() == "QEMU" and conn.getHostname()
+    assert conn._rpc().rpc.pings_received >= 2
+    fired: list[Any] = []
+    conn.registerCloseCallback(lambda c, reason, opaque: fired.append(reason), None)
+    assert conn.setKeepAlive(1, 1) == 0
+    os.kill(own_daemon.proc.pid, signal.SIGSTOP)
+    _wait_for(fired, 1, timeout=10)
+    assert fired == [VIR_CONNECT_CLOSE_REASON_KEEPALIVE]
+    with pytest.raises(PyvirtError) as info:
+        conn.getHostname()
+    assert "keepalive" in info.value.get_error_message()
+    conn.close()
+
+
+# ---- the same kill, python3-libvirt and pyvirt against a real libvirtd ----------------------
+
+_KILL = """
+quiet = libvirt.open(uri)
+closed_by_us = []
+quiet.registerCloseCallback(lambda c, reason, opaque: closed_by_us.append([c is quiet, reason,
+                                                                           opaque]), "q")
+quiet.close()
+fired = []
+conn.registerCloseCallback(lambda c, reason, opaque: fired.append([c is conn, reason, opaque]), "op")
+out = {"before": [conn.isAlive(), conn.getType()]}
+os.kill(ARGS["pid"], signal.SIGKILL)
+deadline = time.monotonic() + 15
+while not fired and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.5)
+out["fired"] = fired
+out["closed_by_us"] = closed_by_us
+out["alive"] = conn.isAlive()
+e = err(conn.getHostname)
+out["next_call"] = e[:2] if e else None
+result = out
+"""
+
+
+@pytest.mark.oracle
+def test_close_callback_on_libvirtd_kill_same_as_python_libvirt() -> None:
+    results = {}
+    for client in ("libvirt", "pyvirt"):
+        daemon = rpc_conftest.start_libvirtd()
+        try:
+            results[client] = run_script(client, daemon.uri(), _KILL, args={"pid": daemon.pid})
+        finally:
+            daemon.stop()
+    assert results["pyvirt"] == results["libvirt"]
+    assert results["pyvirt"]["fired"] == [[True, VIR_CONNECT_CLOSE_REASON_EOF, "op"]]
+    assert results["pyvirt"]["closed_by_us"] == [[True, VIR_CONNECT_CLOSE_REASON_EOF, "q"]]
+
+
+def test_many_threads_and_calls_from_callbacks(own_daemon: Pyvirtd) -> None:
+    """One connection shared by threads; an event callback may call the API (it runs on the
+    connection's callback thread, not the RPC loop)."""
+    conn = open_connection(own_daemon.uri())
+    seen: list[Any] = []
+
+    def on_life(c: Any, dom: Any, event: int, detail: int, opaque: object) -> None:
+        try:
+            seen.append([event, c.lookupByUUID(dom.UUID()).name() if event == 0 else dom.name()])
+        except PyvirtError as exc:
+            seen.append([event, exc.get_error_message()])
+
+    cb = conn.domainEventRegisterAny(None, 0, on_life, None)
+    xml = ("<domain type='qemu'><name>pvrthreads</name><memory>65536</memory>"
+           "<os><type arch='x86_64'>hvm</type></os></domain>")
+    dom = conn.defineXML(xml)
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            for _ in range(40):
+                assert conn.lookupByName("pvrthreads").UUIDString() == dom.UUIDString()
+                assert conn.getType() == "QEMU" and dom.state() == [5, 0]
+        except BaseException as exc:  # noqa: B036 - handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    dom.undefine()
+    _wait_for(seen, 2)
+    conn.domainEventDeregisterAny(cb)
+    conn.close()
+    assert errors == []
+    assert seen == [[0, "pvrthreads"], [1, "pvrthreads"]]
