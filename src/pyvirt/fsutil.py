@@ -11,20 +11,34 @@ from pyvirt.errors import OperationFailed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text``: a crash leaves either the old file or the new one.
+    """Replace ``path`` with ``text`` (UTF-8); see :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600,
+                       error_domain: int | None = None) -> None:
+    """Replace ``path`` with ``data``: a crash leaves either the old file or the new one.
 
     The content goes to a temporary file in the same directory, is fsync'ed and renamed over
     ``path``; then the directory is fsync'ed so that the rename itself survives a power cut.
-    On any error the temporary file is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was; the error
+    (:class:`OperationFailed`, of ``error_domain`` if given) names the file.
     """
     p = Path(path)
+
+    def failed(e: OSError) -> OperationFailed:
+        err = OperationFailed(f"cannot write {p}: {e.strerror or e}")
+        if error_domain is not None:
+            err.domain = error_domain
+        return err
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)  # mode 0600
     except OSError as e:
-        raise OperationFailed(f"cannot write {p}: {e.strerror or e}") from e
+        raise failed(e) from e
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             if mode != 0o600:
                 os.fchmod(f.fileno(), mode)
@@ -35,8 +49,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int = 0o
             os.unlink(tmp)
         except OSError:
             pass
-        raise OperationFailed(f"cannot write {p}: {e.strerror or e}") from e
-    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
+        raise failed(e) from e
+    fsync_dir(p.parent)
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make the entries of ``directory`` (a rename, a new file) survive a power cut."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:

@@ -16,11 +16,8 @@ be the same, apart from the differences listed below with their reasons.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lifecycle_support import kill_qemus, qemus_mentioning
 
 from oracle import SYSTEM_PYTHON, LibvirtEmbed, libvirt_available
 
@@ -62,26 +60,10 @@ LIVE_XML_GAPS = ("cpu check/features, disk source index and <backingStore/>, <cu
                  "balloon's size (all memory without a balloon)")
 
 
-def _qemus_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"qemu-system" in cmdline and text.encode() in cmdline:
-            found.append(int(entry))
-    return found
-
-
 def _kill_qemus(text: str) -> None:
-    for pid in _qemus_mentioning(text):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_qemus(text)
     deadline = time.monotonic() + 10
-    while _qemus_mentioning(text) and time.monotonic() < deadline:
+    while qemus_mentioning(text) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

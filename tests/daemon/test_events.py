@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lifecycle_support import kill_qemus
 
 from pyvirt.rpc import procedures
 from pyvirt.rpc.protocol import MessageType, Program
@@ -66,7 +67,7 @@ def daemon() -> Iterator[Pyvirtd]:
         yield d
     finally:
         d.stop()
-        td._kill_qemus(str(parent))
+        kill_qemus(str(parent))
         shutil.rmtree(parent, ignore_errors=True)
 
 
@@ -76,7 +77,7 @@ def workdir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        leaked = td._kill_qemus(str(path))
+        leaked = kill_qemus(str(path))
         shutil.rmtree(path, ignore_errors=True)
         assert leaked == [], f"QEMU processes left running: {leaked}"
 

@@ -90,6 +90,7 @@ _LOOP = _b("loop", "loop until timeout or interrupt, rather than one-shot")
 _TIMEOUT = _n("timeout", "timeout seconds")
 _TIMESTAMP = _b("timestamp", "show timestamp for each printed event")
 
+_SECRET = _s("secret", "secret UUID", required=True)
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("help", "print help", "", (_s("command", "Prints global help, command specific help, or "
                                          "help for a group of related commands"),), local=True),
@@ -170,6 +171,21 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         *_EVENT_COMMON, _s("event", "which event type to wait for", positional=False),
         _b("all", "wait for all events instead of just one type"), _LOOP, _TIMEOUT,
         _b("list", "list valid event types"), _TIMESTAMP)),
+    Command("secret-define", "define or modify a secret from an XML file", "cmd_secret:cmd_secret_define",
+            (_s("file", "file containing secret attributes in XML", required=True),
+             _b("validate", "validate the XML against the schema"))),
+    Command("secret-dumpxml", "secret attributes in XML", "cmd_secret:cmd_secret_dumpxml", (_SECRET,)),
+    Command("secret-set-value", "set a secret value", "cmd_secret:cmd_secret_set_value", (
+        _SECRET, _s("file", "read secret from file", positional=False),
+        _b("plain", "read the secret from file without converting from base64"),
+        _b("interactive", "read the secret from the terminal"),
+        _s("base64", "base64-encoded secret value"))),
+    Command("secret-get-value", "Output a secret value", "cmd_secret:cmd_secret_get_value",
+            (_SECRET, _b("plain", "get value without converting to base64"))),
+    Command("secret-undefine", "undefine a secret", "cmd_secret:cmd_secret_undefine", (_SECRET,)),
+    Command("secret-list", "list secrets", "cmd_secret:cmd_secret_list", (
+        _b("ephemeral", "list ephemeral secrets"), _b("no-ephemeral", "list non-ephemeral secrets"),
+        _b("private", "list private secrets"), _b("no-private", "list non-private secrets"))),
     Command("complete", "internal command for autocompletion", "complete:cmd_complete",
             (Opt("args", "argv", "partial string to autocomplete"),), local=True),
 )}

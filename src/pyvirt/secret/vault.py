@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pyvirt import _errcodes as codes
+from pyvirt import fsutil
 from pyvirt.errors import OperationFailed, PyvirtError
 
 __all__ = ["KEY_BYTES", "MAGIC", "load_or_create_key", "read_key", "seal", "unseal", "atomic_write_bytes"]
@@ -37,36 +38,12 @@ _NONCE_BYTES = 12
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` (the bytes twin of :func:`pyvirt.fsutil.atomic_write_text`):
-    a temporary file in the same directory, fsync'ed, renamed over ``path``, then the directory
-    fsync'ed; on error the temporary file is removed and ``path`` left as it was."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # 0600
-    except OSError as e:
-        raise OperationFailed(f"cannot write {path}: {e.strerror or e}", domain=codes.VIR_FROM_SECRET) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if mode != 0o600:
-                os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OperationFailed(f"cannot write {path}: {e.strerror or e}", domain=codes.VIR_FROM_SECRET) from e
-    _fsync_dir(path.parent)
+    """Replace ``path`` with ``data`` atomically (:func:`pyvirt.fsutil.atomic_write_bytes`)."""
+    fsutil.atomic_write_bytes(path, data, mode=mode, error_domain=codes.VIR_FROM_SECRET)
 
 
 def _fsync_dir(directory: Path) -> None:
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsutil.fsync_dir(directory)
 
 
 def load_or_create_key(path: Path) -> bytes:
