@@ -23,6 +23,7 @@ from pyvirt.qemu.driver import QemuDriver
 from pyvirt.uri import ConnectURI, default_uri, parse_uri
 
 if TYPE_CHECKING:
+    from pyvirt.qemu.domains import Summary
     from pyvirt.qemu.process import RunningDomain
     from pyvirt.secret.api import virSecret
     from pyvirt.stream import virStream
@@ -219,7 +220,10 @@ class virConnect:  # noqa: N801 - libvirt-python's name
         return virDomain(self, dom)
 
     def lookupByName(self, name: str) -> virDomain:  # noqa: N802
-        return virDomain(self, self.driver.lookup(name))
+        uuid = self.driver.uuid_of(name)  # without parsing the definition
+        if uuid is None:
+            return virDomain(self, self.driver.lookup(name))  # libvirt's error for an unknown name
+        return virDomain._for_event(self, name, uuid)
 
     def lookupByUUIDString(self, uuid: str) -> virDomain:  # noqa: N802
         return virDomain(self, self.driver.lookup_uuid(uuid))
@@ -525,6 +529,19 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         # Look the definition up again: another handle may have redefined or undefined it.
         return self._conn.driver.lookup_uuid(self._uuid)
 
+    def _check_exists(self) -> None:
+        """What :meth:`_current` checks, without parsing the definition."""
+        if (self._conn.driver.uuid_of(self._name) or "").lower() != self._uuid.lower():
+            self._current()  # raises libvirt's error (or finds it defined under another name)
+
+    def _summary(self) -> Summary | None:
+        """Info of an inactive persistent domain without the XML models (None: ask them)."""
+        driver = self._conn.driver
+        if driver.running_domain(self._name) is not None or not driver.is_persistent(self._name):
+            return None
+        self._check_exists()
+        return driver.domains.summary(self._name)
+
     def connect(self) -> virConnect:
         return self._conn
 
@@ -621,6 +638,10 @@ class virDomain:  # noqa: N801 - libvirt-python's name
 
     def info(self) -> list[int]:
         """[state, max memory KiB, memory KiB, vCPUs, CPU time ns], as virDomainGetInfo."""
+        summary = self._summary()
+        if summary is not None:
+            state, _ = self._conn.driver.domain_state(self._name)
+            return [state, summary.memory, summary.current_memory, summary.vcpus, 0]
         dom = self._live()  # a running domain's figures are its live definition's
         state, _ = self._conn.driver.domain_state(self._name)
         rd = self._conn.driver.running_domain(self._name)
@@ -651,12 +672,15 @@ class virDomain:  # noqa: N801 - libvirt-python's name
             return fallback  # stopping meanwhile: the definition's figure is as good as any
 
     def OSType(self) -> str:  # noqa: N802
+        summary = self._summary()
+        if summary is not None:
+            return summary.os_type
         dom = self._current()
         os_type = dom.os.type if dom.os is not None else None
         return (os_type.value if os_type is not None else None) or "hvm"
 
     def isPersistent(self) -> int:  # noqa: N802
-        self._current()  # raises for a transient domain that is gone
+        self._check_exists()  # raises for a transient domain that is gone
         return int(self._conn.driver.is_persistent(self._name))
 
     def reboot(self, flags: int = 0) -> int:
@@ -675,7 +699,7 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         return 0
 
     def autostart(self) -> int:
-        self._current()
+        self._check_exists()
         return int(self._conn.driver.domains.autostart(self._name))
 
     def setAutostart(self, autostart: int) -> int:  # noqa: N802

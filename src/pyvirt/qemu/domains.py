@@ -179,6 +179,29 @@ class DomainStore:
             raise NoDomainError.matching("uuid", uuid)
         return dom
 
+    def summary(self, name: str) -> Summary | None:
+        """The figures virDomainGetInfo/OSType need of an inactive definition, read from its file
+        without the XML models (None: no such definition, or a layout not pyvirt's own)."""
+        with self._lock:
+            if name not in self._names():
+                return None
+            dom = self._parsed.get(name)
+        if dom is not None:
+            return _summary_of(dom)
+        try:
+            text = self.path_of(name).read_text()
+        except OSError:
+            return None
+        mem, cur, vcpu = _MEMORY.search(text), _CURRENT.search(text), _VCPU.search(text)
+        os_block = _OS_BLOCK.search(text)
+        os_type = _OS_TYPE.search(os_block.group(1)) if os_block is not None else None
+        if mem is None or vcpu is None or os_type is None:
+            return None
+        current = _VCPU_CURRENT.search(vcpu.group(1))
+        return Summary(os_type=os_type.group(1), memory=int(mem.group(1)),
+                       current_memory=int(cur.group(1)) if cur else int(mem.group(1)),
+                       vcpus=int(current.group(1)) if current else int(vcpu.group(2)))
+
     def uuid_of(self, name: str) -> str | None:
         """The UUID of definition ``name`` without parsing it (None: no such definition)."""
         with self._lock:
@@ -243,6 +266,33 @@ def _norm_uuid(uuid: str | None) -> str:
 
 #: the head of a definition as pyvirt (and libvirt) writes it: <domain ...>, <name>, <uuid>
 _HEAD = re.compile(rb"\s*<domain\b[^>]*>\s*<name>([^<]*)</name>\s*<uuid>([0-9a-fA-F-]{32,36})</uuid>")
+
+
+class Summary(NamedTuple):
+    """What ``virDomainGetInfo`` and ``OSType`` report of an inactive domain."""
+
+    os_type: str
+    memory: int          #: KiB, <memory>
+    current_memory: int  #: KiB, <currentMemory> (else <memory>)
+    vcpus: int           #: <vcpu current=...> (else <vcpu>)
+
+
+def _summary_of(dom: Domain) -> Summary:
+    os_type = dom.os.type if dom.os is not None else None
+    memory = dom.memory or 0
+    vcpus = (dom.vcpu.current or dom.vcpu.count or 1) if dom.vcpu is not None else 1
+    return Summary((os_type.value if os_type is not None else None) or "hvm", memory,
+                   dom.current_memory or memory, vcpus)
+
+
+# The stored layout (libvirt's formatting, top-level elements indented by two spaces). Anything
+# else (a hand-written file) does not match, and the caller parses the definition instead.
+_MEMORY = re.compile(r"^  <memory\b[^>]*\bunit='KiB'[^>]*>(\d+)</memory>$", re.M)
+_CURRENT = re.compile(r"^  <currentMemory\b[^>]*\bunit='KiB'[^>]*>(\d+)</currentMemory>$", re.M)
+_VCPU = re.compile(r"^  <vcpu\b([^>]*)>(\d+)</vcpu>$", re.M)
+_VCPU_CURRENT = re.compile(r"\bcurrent='(\d+)'")
+_OS_BLOCK = re.compile(r"^  <os\b[^>]*>\n(.*?)^  </os>$", re.M | re.S)
+_OS_TYPE = re.compile(r"^    <type\b[^>]*>(\w+)</type>$", re.M)
 
 
 class _Known(NamedTuple):
