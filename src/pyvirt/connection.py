@@ -711,6 +711,18 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         self._conn.driver.domains.set_autostart(self._name, bool(autostart))
         return 0
 
+    def pMWakeup(self, flags: int = 0) -> int:  # noqa: N802
+        """Wake a guest that suspended itself to RAM (libvirt's virDomainPMWakeup)."""
+        from pyvirt import _errcodes as codes
+
+        if flags:
+            raise PyvirtError(f"unsupported flags (0x{flags:x}) in function qemuDomainPMWakeup",
+                              code=codes.VIR_ERR_INVALID_ARG, domain=codes.VIR_FROM_QEMU)
+        self._conn._check_writable("virDomainPMWakeup")
+        self._running()
+        self._conn.driver.pm_wakeup_domain(self._name)
+        return 0
+
     def messages(self, flags: int = 0) -> list[str]:
         """libvirt's virDomainGetMessages: the taints of the running QEMU ("tainted: ..."); flags
         VIR_DOMAIN_MESSAGE_DEPRECATION (none in pyvirt) and VIR_DOMAIN_MESSAGE_TAINTING, 0 for all."""

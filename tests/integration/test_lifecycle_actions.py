@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 
 SHUTOFF, CRASHED, RUNNING, PAUSED = (connection.VIR_DOMAIN_SHUTOFF, 6, connection.VIR_DOMAIN_RUNNING,
                                      connection.VIR_DOMAIN_PAUSED)
+PMSUSPENDED = 7
 SHUTOFF_SHUTDOWN, SHUTOFF_CRASHED, CRASHED_PANICKED = 1, 3, 1
 
 
@@ -186,3 +187,33 @@ def test_start_flags_autodestroy_and_unknown(root: Path, guest: tg.Guest) -> Non
         nothing_left(root, "ad")
     finally:
         keeper.close()
+
+
+def test_guest_suspend_to_ram(root: Path, guest: tg.Guest) -> None:
+    """The guest suspends itself to RAM (ACPI S3): state pmsuspended and libvirt's PMSUSPENDED
+    event, and a suspended domain can be destroyed. (virDomainPMWakeup sends QEMU's system_wakeup,
+    which this guest under TCG does not leave S3 for: QEMU stays "suspended", so waking up, and
+    its STARTED/WAKEUP event, are not shown here.)"""
+    serial = root / "serial.log"
+    define(root, acting_xml("pm", guest, serial, "suspend", ""))
+    conn = connection.open(uri_of(root))
+    events: list[tuple[int, int]] = []
+    try:
+        conn.domainEventRegisterAny(None, 0, lambda c, d, e, det, o: events.append((e, det)), None)
+        dom = conn.lookupByName("pm")
+        with pytest.raises(PyvirtError, match="not running"):
+            dom.pMWakeup()
+        dom.create()
+        wait_for(lambda: dom.state() == [PMSUSPENDED, 0], BOOT_TIMEOUT, "the guest to suspend to RAM")
+        conn.driver.events.wait_idle(10)
+        assert events[-1] == (7, 0)  # PMSUSPENDED/MEMORY
+        with pytest.raises(PyvirtError, match="unsupported flags"):
+            dom.pMWakeup(1)
+        assert dom.pMWakeup() == 0
+        dom.destroy()
+        assert dom.state() == [SHUTOFF, 2]
+        with pytest.raises(PyvirtError, match="not running"):
+            dom.pMWakeup()
+        nothing_left(root, "pm")
+    finally:
+        conn.close()

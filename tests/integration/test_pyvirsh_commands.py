@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -308,3 +309,27 @@ def test_event_commands_see_what_happens(root: Path, tmp_path: Path) -> None:
         with contextlib.suppress(Exception):
             conn.lookupByName("vm").destroy()
         conn.close()
+
+
+def test_interrupting_waits_leaves_the_vm_and_the_root_consistent(root: Path, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) in the middle of pyvirsh's waits: `event --loop` and `qemu-monitor-event
+    --loop` end as virsh's do (their count, exit 0), `console` gives the terminal back; the domain
+    keeps running unchanged and the root is free for the next command at once."""
+    uri = uri_of(root)
+    define(uri, tmp_path, xml("vm"))
+    assert run(uri, "start", "--paused", "vm").returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "PYVIRT_DEFAULT_URI"}
+    for args in (["event", "--loop", "--all"], ["qemu-monitor-event", "--loop"]):
+        proc = subprocess.Popen([PYVIRSH, "-c", uri, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        time.sleep(1.5)  # well inside the wait
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert (proc.returncode, out, err) == (0, "events received: 0\n\n", ""), args
+        assert run(uri, "domstate", "--reason", "vm").stdout == "paused (user)\n\n"
+    session = Session(uri, "vm")
+    session.expect(b"Escape character is ^]")
+    session.proc.send_signal(signal.SIGINT)
+    assert session.finish() in (0, 1)
+    assert run(uri, "domstate", "--reason", "vm").stdout == "paused (user)\n\n"
+    assert run(uri, "destroy", "vm").returncode == 0

@@ -483,6 +483,12 @@ class QemuDriver:
         with self.job(name):
             process.suspend(self._require_running(name))
 
+    def pm_wakeup_domain(self, name: str) -> None:
+        from pyvirt.qemu import process
+
+        with self.job(name):
+            process.pm_wakeup(self._require_running(name))
+
     def resume_domain(self, name: str) -> None:
         from pyvirt.qemu import process
 

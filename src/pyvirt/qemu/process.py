@@ -38,11 +38,13 @@ from pyvirt.events import QEMU_MONITOR, DomainEvent, EventBus
 from pyvirt.qemu import proc
 from pyvirt.qemu.domstate import (  # noqa: F401 - re-exported: process.VIR_DOMAIN_... is API of this module
     EVENT_CRASHED,
+    EVENT_PMSUSPENDED,
     EVENT_RESUMED,
     EVENT_SHUTDOWN,
     EVENT_SHUTDOWN_GUEST,
     EVENT_SHUTDOWN_HOST,
     EVENT_STARTED,
+    EVENT_STARTED_WAKEUP,
     EVENT_STOPPED,
     EVENT_SUSPENDED,
     VIR_DOMAIN_CRASHED,
@@ -50,10 +52,12 @@ from pyvirt.qemu.domstate import (  # noqa: F401 - re-exported: process.VIR_DOMA
     VIR_DOMAIN_PAUSED,
     VIR_DOMAIN_PAUSED_UNKNOWN,
     VIR_DOMAIN_PAUSED_USER,
+    VIR_DOMAIN_PMSUSPENDED,
     VIR_DOMAIN_RUNNING,
     VIR_DOMAIN_RUNNING_BOOTED,
     VIR_DOMAIN_RUNNING_UNKNOWN,
     VIR_DOMAIN_RUNNING_UNPAUSED,
+    VIR_DOMAIN_RUNNING_WAKEUP,
     VIR_DOMAIN_SHUTOFF,
     VIR_DOMAIN_SHUTOFF_CRASHED,
     VIR_DOMAIN_SHUTOFF_DESTROYED,
@@ -210,6 +214,8 @@ _STATE_EVENTS: dict[tuple[int, int | None], tuple[int, int]] = {
     (VIR_DOMAIN_PAUSED, None): (EVENT_SUSPENDED, 0),                     # ..._SUSPENDED_PAUSED
     (VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNPAUSED): (EVENT_RESUMED, 0),  # ..._RESUMED_UNPAUSED
     (VIR_DOMAIN_CRASHED, None): (EVENT_CRASHED, 0),                      # ..._CRASHED_PANICKED
+    (VIR_DOMAIN_PMSUSPENDED, None): (EVENT_PMSUSPENDED, 0),              # ..._PMSUSPENDED_MEMORY
+    (VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_WAKEUP): (EVENT_STARTED, EVENT_STARTED_WAKEUP),
 }
 #: the shut-off reason -> VIR_DOMAIN_EVENT_STOPPED's detail
 _STOPPED_DETAILS = {VIR_DOMAIN_SHUTOFF_SHUTDOWN: 0, VIR_DOMAIN_SHUTOFF_DESTROYED: 1,
@@ -613,6 +619,15 @@ def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
             # The guest powered off (or QEMU was asked to quit): nothing will run it again, so stop
             # QEMU as libvirtd does; from a thread, since the stop closes this very monitor.
             _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
+    elif event.name == "SUSPEND":
+        # The guest suspended itself to RAM (ACPI S3): libvirt's qemuProcessHandlePMSuspend.
+        with rd.lock:
+            if rd.state == VIR_DOMAIN_RUNNING and not rd.stopping:
+                rd.set_state(VIR_DOMAIN_PMSUSPENDED, 0)
+    elif event.name == "WAKEUP":
+        with rd.lock:
+            if rd.state == VIR_DOMAIN_PMSUSPENDED and not rd.stopping:
+                rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_WAKEUP)
     elif event.name == "RESET":
         if bus is not None and not rd.stopping:
             bus.reboot(rd.name, rd.uuid, rd.domain_id)
@@ -907,6 +922,14 @@ def reboot(rd: RunningDomain) -> None:
             rd.fake_reboot = False
             rd.save()
         raise
+
+
+def pm_wakeup(rd: RunningDomain) -> None:
+    """libvirt's virDomainPMWakeup: wake a guest suspended to RAM (QMP system_wakeup)."""
+    with rd.lock:
+        if rd.state != VIR_DOMAIN_PMSUSPENDED:
+            raise OperationInvalid("Requested operation is not valid: Domain is not pmsuspended")
+    _monitor(rd).execute("system_wakeup")
 
 
 def reset(rd: RunningDomain) -> None:

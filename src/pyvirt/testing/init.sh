@@ -34,10 +34,12 @@ done
 echo "@READY_MARKER@"
 
 # Tests make the guest act once it is ready through its kernel command line (no shell session is
-# needed): pyvirt.after_ready=panic panics the kernel (pvpanic reports it to QEMU), =reboot reboots.
+# needed): pyvirt.after_ready=panic panics the kernel (pvpanic reports it to QEMU), =reboot reboots,
+# =suspend suspends to RAM (ACPI S3), and says so if it ever resumes.
 case " $(cat /proc/cmdline) " in
     *" pyvirt.after_ready=panic "*) echo c > /proc/sysrq-trigger ;;
     *" pyvirt.after_ready=reboot "*) reboot -f ;;
+    *" pyvirt.after_ready=suspend "*) echo mem > /sys/power/state && echo "PYVIRT-GUEST-RESUMED" ;;
 esac
 
 export PS1='@PROMPT@'
