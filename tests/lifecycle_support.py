@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pyvirt.qemu import proc
@@ -33,10 +35,13 @@ def pyvirsh(uri: str, *args: str, check: bool = True) -> subprocess.CompletedPro
 
 
 def domain_xml(name: str, guest: tg.Guest, serial: Path, emulator: str | None = None,
-               extra_devices: str = "") -> str:
+               extra_devices: str = "", uuid: str | None = None) -> str:
+    """The project's test guest, its serial port to ``serial`` (``uuid``: a fixed one, so that two
+    drivers can hold the very same domain)."""
     emu = f"<emulator>{emulator}</emulator>" if emulator else ""
+    uuid_line = f"\n  <uuid>{uuid}</uuid>" if uuid else ""
     return f"""<domain type='qemu'>
-  <name>{name}</name>
+  <name>{name}</name>{uuid_line}
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64'>hvm</type><kernel>{guest.kernel}</kernel><initrd>{guest.initrd}</initrd>
@@ -100,6 +105,19 @@ def kill_qemus(text: str) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return pids
+
+
+@contextlib.contextmanager
+def qemu_workdir(prefix: str) -> Iterator[Path]:
+    """A short directory for one test's files; a QEMU still using it afterwards is killed and fails
+    the test."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: UNIX socket paths
+    try:
+        yield path
+    finally:
+        leaked = kill_qemus(str(path))
+        shutil.rmtree(path, ignore_errors=True)
+        assert leaked == [], f"QEMU processes left running: {leaked}"
 
 
 def qemus_of(root: Path) -> list[int]:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import re
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -30,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lifecycle_support import kill_qemus
+from lifecycle_support import domain_xml, kill_qemus, qemu_workdir
 
 from pyvirt.errors import PyvirtError
 from pyvirt.testing import guest as tg
 
-from .testlib import SYSTEM_PYTHON, VIRSH, Libvirtd, Pyvirtd, short_tmpdir, start_pyvirtd
+from .testlib import SYSTEM_PYTHON, VIRSH, Libvirtd, Pyvirtd, own_pyvirtd
 
 pytestmark = [pytest.mark.oracle, pytest.mark.slow]
 
@@ -46,26 +45,15 @@ pytestmark = [pytest.mark.oracle, pytest.mark.slow]
 def daemon() -> Iterator[Pyvirtd]:
     """A pyvirtd of this module's own (the session one is shared with tests that expect no
     domains), over UNIX and TCP."""
-    parent = short_tmpdir()
-    d = start_pyvirtd(parent / "r", listen=True)
-    try:
+    with own_pyvirtd(listen=True) as d:
         yield d
-    finally:
-        d.stop()
-        kill_qemus(str(parent))
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    """XML files and serial logs of one test; any QEMU still using them is killed afterwards."""
-    path = short_tmpdir("pvdt-")
-    try:
+    """XML files and serial logs of one test; any QEMU still using them fails the test."""
+    with qemu_workdir("pvdt-") as path:
         yield path
-    finally:
-        leaked = kill_qemus(str(path))
-        shutil.rmtree(path, ignore_errors=True)
-        assert leaked == [], f"QEMU processes left running: {leaked}"
 
 
 @pytest.fixture
@@ -74,19 +62,8 @@ def name() -> str:
 
 
 def guest_xml(name: str, dom_uuid: str, guest: tg.Guest, serial: Path) -> str:
-    """The project's test guest (as tests/integration/test_lifecycle.py builds it), with a UUID so
-    that both daemons hold the very same domain."""
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <uuid>{dom_uuid}</uuid>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><kernel>{guest.kernel}</kernel><initrd>{guest.initrd}</initrd>
-    <cmdline>{guest.cmdline}</cmdline></os>
-  <features><acpi/></features>
-  <devices><serial type='file'><source path='{serial}'/></serial></devices>
-</domain>
-"""
+    """The project's test guest with a UUID, so that both daemons hold the very same domain."""
+    return domain_xml(name, guest, serial, uuid=dom_uuid)
 
 
 #: Stands for the side's own XML file in a virsh command line.

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lifecycle_support import kill_qemus
+from lifecycle_support import qemu_workdir
 
 from pyvirt.rpc import procedures
 from pyvirt.rpc.protocol import MessageType, Program
@@ -44,8 +44,8 @@ from .testlib import (
     Pyvirtd,
     Raw,
     is_error,
+    own_pyvirtd,
     short_tmpdir,
-    start_pyvirtd,
 )
 
 pytestmark = [pytest.mark.oracle, pytest.mark.slow]
@@ -55,31 +55,15 @@ pytestmark = [pytest.mark.oracle, pytest.mark.slow]
 # ---- fixtures (as tests/daemon/test_domains.py has them) ------------------------------------
 
 @pytest.fixture(scope="module")
-def guest() -> tg.Guest:
-    return tg.build()
-
-
-@pytest.fixture(scope="module")
 def daemon() -> Iterator[Pyvirtd]:
-    parent = short_tmpdir()
-    d = start_pyvirtd(parent / "r")
-    try:
+    with own_pyvirtd() as d:
         yield d
-    finally:
-        d.stop()
-        kill_qemus(str(parent))
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    path = short_tmpdir("pvde-")
-    try:
+    with qemu_workdir("pvde-") as path:
         yield path
-    finally:
-        leaked = kill_qemus(str(path))
-        shutil.rmtree(path, ignore_errors=True)
-        assert leaked == [], f"QEMU processes left running: {leaked}"
 
 
 @pytest.fixture

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,22 @@ class Pyvirtd:
 def short_tmpdir(prefix: str = "pvd-") -> Path:
     """UNIX socket paths hold at most 107 bytes: keep roots short."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@contextlib.contextmanager
+def own_pyvirtd(prefix: str = "pvd-", *, listen: bool = False) -> Iterator[Pyvirtd]:
+    """A pyvirtd on a root of its own (a module's, apart from the shared session one); stopped
+    afterwards, with any QEMU it left killed and its tree removed."""
+    from lifecycle_support import kill_qemus
+
+    parent = short_tmpdir(prefix)
+    d = start_pyvirtd(parent / "r", listen=listen)
+    try:
+        yield d
+    finally:
+        d.stop()
+        kill_qemus(str(parent))
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def pyvirtd_command(*args: str) -> list[str]:

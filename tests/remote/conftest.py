@@ -5,28 +5,21 @@ afterwards. The directory is a package so this conftest has a name of its own.""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon.testlib import Pyvirtd, rpc_conftest, short_tmpdir, start_pyvirtd
-from lifecycle_support import kill_qemus
+from daemon.testlib import Pyvirtd, own_pyvirtd, rpc_conftest
+from lifecycle_support import qemu_workdir
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Pyvirtd]:
     """pyvirtd on a root of its own, over UNIX and TCP (auth none)."""
-    parent = short_tmpdir("pvr-")
-    d = start_pyvirtd(parent / "r", listen=True)
-    try:
+    with own_pyvirtd("pvr-", listen=True) as d:
         yield d
-    finally:
-        d.stop()
-        kill_qemus(str(parent))
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +34,8 @@ def libvirtd() -> Iterator[Any]:
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """XML files and serial logs of one test; a QEMU still using them fails the test."""
-    path = short_tmpdir("pvrt-")
-    try:
+    with qemu_workdir("pvrt-") as path:
         yield path
-    finally:
-        leaked = kill_qemus(str(path))
-        shutil.rmtree(path, ignore_errors=True)
-        assert leaked == [], f"QEMU processes left running: {leaked}"
 
 
 @pytest.fixture

@@ -81,14 +81,6 @@ def run_script(client: str, uri: str, script: str, *, full: bool = False, readon
 
 def guest_xml(name: str, dom_uuid: str, guest: tg.Guest, serial: Path) -> str:
     """The project's test guest with a fixed UUID, its serial port to a file."""
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <uuid>{dom_uuid}</uuid>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><kernel>{guest.kernel}</kernel><initrd>{guest.initrd}</initrd>
-    <cmdline>{guest.cmdline}</cmdline></os>
-  <features><acpi/></features>
-  <devices><serial type='file'><source path='{serial}'/></serial></devices>
-</domain>
-"""
+    from lifecycle_support import domain_xml
+
+    return domain_xml(name, guest, serial, uuid=dom_uuid)
