@@ -35,7 +35,7 @@ def _invalid(message: str) -> PyvirtError:
 def _handle(conn: virConnect, event: DomainEvent) -> virDomain:
     from pyvirt.connection import virDomain
 
-    return virDomain._for_event(conn, event.name, event.uuid)
+    return virDomain._from_ids(conn, event.name, event.uuid)
 
 
 def register_any(conn: virConnect, dom: virDomain | None, event_id: int, cb: Callable[..., object],

@@ -223,7 +223,7 @@ class virConnect:  # noqa: N801 - libvirt-python's name
         uuid = self.driver.uuid_of(name)  # without parsing the definition
         if uuid is None:
             return virDomain(self, self.driver.lookup(name))  # libvirt's error for an unknown name
-        return virDomain._for_event(self, name, uuid)
+        return virDomain._from_ids(self, name, uuid)
 
     def lookupByUUIDString(self, uuid: str) -> virDomain:  # noqa: N802
         return virDomain(self, self.driver.lookup_uuid(uuid))
@@ -288,7 +288,7 @@ class virConnect:  # noqa: N801 - libvirt-python's name
                            state, VIR_CONNECT_LIST_DOMAINS_OTHER)
                 if not flags & bit:
                     continue
-            found.append(virDomain._for_event(self, name, uuid))
+            found.append(virDomain._from_ids(self, name, uuid))
         return found
 
     # -- secrets (the embedded secret driver of this instance: pyvirt.secret.api) -----------------
@@ -518,9 +518,9 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         self._uuid = dom.uuid or ""
 
     @classmethod
-    def _for_event(cls, conn: virConnect, name: str, uuid: str) -> virDomain:
-        """A handle from a name and UUID alone (an event's domain may be gone by then; a listing
-        need not parse each definition)."""
+    def _from_ids(cls, conn: virConnect, name: str, uuid: str) -> virDomain:
+        """A handle from a name and UUID alone: an event's domain may be gone by then, and a
+        lookup or listing need not parse each definition."""
         obj = cls.__new__(cls)
         obj._conn, obj._name, obj._uuid = conn, name, uuid
         return obj

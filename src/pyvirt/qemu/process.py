@@ -300,7 +300,8 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     name = dom.name or ""
     if name in driver.running:
         raise OperationInvalid(f"Requested operation is not valid: domain '{name}' is already running")
-    prime_cgroup_migration(driver)  # the kernel's wait for the coming cgroup move, in the background
+    # the kernel's wait for the coming cgroup move, in the background
+    cgroup_host = prime_cgroup_migration(driver)
     # Init: everything that can be refused before the host is touched.
     if dom.devices is None:
         raise OperationFailed(f"domain '{name}' has no <devices>: it was not post-parsed")
@@ -346,7 +347,7 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     try:
         vnc_port = _reserve_vnc_port(driver, live)
         # Labels, the child's credentials and the cgroup: one transaction, undone on failure.
-        sec = LaunchSecurity(driver, live)
+        sec = LaunchSecurity(driver, live, cgroup_host)
         lib_dir.mkdir(mode=0o700, parents=True, exist_ok=False)
         sec.own(lib_dir)
         _write_master_key(lib_dir, sec)

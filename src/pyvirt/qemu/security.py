@@ -21,6 +21,7 @@ from pyvirt.security.resources import DomainSecurityContext, Resource, ResourceK
 if TYPE_CHECKING:
     from pyvirt.conf.qemu_conf import QemuConf
     from pyvirt.qemu.driver import QemuDriver
+    from pyvirt.security.cgroup import CgroupHost
     from pyvirt.xml.domain import Domain
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,16 @@ def uses_cgroups(driver: QemuDriver) -> bool:
     return driver.paths.kind != "session" and driver.conf.cgroup_controllers != ()
 
 
-def prime_cgroup_migration(driver: QemuDriver) -> None:
-    """Called first thing in a start: see :func:`pyvirt.security.cgroup.prime_migration`."""
-    if uses_cgroups(driver):
-        from pyvirt.security import cgroup
+def prime_cgroup_migration(driver: QemuDriver) -> CgroupHost | None:
+    """Called first thing in a start (see :func:`pyvirt.security.cgroup.prime_migration`); returns
+    the host's hierarchies for :class:`LaunchSecurity` (None: no cgroups for this instance)."""
+    if not uses_cgroups(driver):
+        return None
+    from pyvirt.security import cgroup
 
-        cgroup.prime_migration(cgroup.CgroupHost.probe())
+    host = cgroup.CgroupHost.probe()
+    cgroup.prime_migration(host)
+    return host
 
 
 class LaunchSecurity:
@@ -162,15 +167,15 @@ class LaunchSecurity:
     file keeps for :func:`restore` at stop.
     """
 
-    def __init__(self, driver: QemuDriver, dom: Domain) -> None:
-        """Labels ``dom``'s files and adds the labels it was given to its (live) ``<seclabel>``s."""
+    def __init__(self, driver: QemuDriver, dom: Domain, cgroup_host: CgroupHost | None) -> None:
+        """Labels ``dom``'s files and adds the labels it was given to its (live) ``<seclabel>``s;
+        ``cgroup_host`` is what :func:`prime_cgroup_migration` returned (None: no cgroups)."""
         from pyvirt.security import cgroup
         from pyvirt.security.seclabel import gen_labels, release_labels, to_xml
 
         self.stack = driver.security
         self.ctx = security_context(dom, driver.conf, privileged=driver.privileged)
         self.cgroup: cgroup.DomainCgroup | None = None
-        host = cgroup.CgroupHost.probe() if uses_cgroups(driver) else None
         labelling = any(m in ("selinux", "apparmor") for m in self.stack.models)
         # SELinux categories / AppArmor profile names first: set_all labels with them.
         specs = gen_labels(self.stack, self.ctx, dom.seclabels, virt_type=dom.type or "qemu") \
@@ -179,7 +184,8 @@ class LaunchSecurity:
         try:
             self.stack.set_all(self.ctx)
             self.creds = self.stack.child_credentials(self.ctx)
-            self.cgroup = cgroup.create_for(dom, driver.conf, driver.paths, host=host)
+            if cgroup_host is not None:
+                self.cgroup = cgroup.create_for(dom, driver.conf, driver.paths, host=cgroup_host)
         except BaseException:
             self.rollback()
             if specs:
