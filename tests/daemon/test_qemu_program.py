@@ -20,7 +20,6 @@ from .testlib import Libvirtd, Pyvirtd, Raw, error_fields, is_error
 pytestmark = [pytest.mark.oracle, pytest.mark.slow]
 
 # the fixtures of test_events: a pyvirtd of this module, the test guest, both sides of a domain
-guest = te.guest
 daemon = te.daemon
 workdir = te.workdir
 name = te.name
