@@ -250,11 +250,15 @@ def _start_taints(driver: QemuDriver, dom: Domain) -> list[str]:
     return found
 
 
+def _log_prefix() -> str:
+    """A line's start in the domain's log, libvirt's: "2026-01-02 03:04:05.678+0000: "."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "+0000: "
+
+
 def _log_line(path: Path, text: str) -> None:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     try:
         with open(path, "a") as f:
-            f.write(f"{stamp}+0000: {text}\n")
+            f.write(f"{_log_prefix()}{text}\n")
     except OSError as e:
         log.debug("%s: %s", path, e)
 
@@ -359,8 +363,7 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
                 log_start = os.lseek(log_fd, 0, os.SEEK_END)
-                stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-                os.write(log_fd, f"{stamp}+0000: starting up pyvirt, qemu {binary}\n"
+                os.write(log_fd, f"{_log_prefix()}starting up pyvirt, qemu {binary}\n"
                                  f"{format_argv_line(cmd)}\n".encode())
                 # Launch
                 qemu_argv = [cmd.binary, *cmd.argv]
