@@ -230,6 +230,10 @@ class Raw:
         payload = proc.args.encode(args or None)
         serial = self.send(proc.number, payload, prog=proc.program if prog is None else prog)
         msg = self.recv()
+        # open() says the client supports keepalive (as virsh does), so a connection left silent
+        # for keepalive_interval gets the daemon's PINGs first: a client lets them pass.
+        while msg is not None and msg.header.prog == Program.KEEPALIVE:
+            msg = self.recv()
         assert msg is not None, f"connection closed instead of answering {proc_name}"
         assert msg.header.serial == serial
         return decode_reply(msg)
