@@ -8,11 +8,16 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 pkgs=(qemu-system-x86 qemu-utils busybox-static cpio)
+# Virtual networks: dnsmasq serves DHCP/DNS, nftables holds pyvirt's NAT and forward rules.
+pkgs+=(dnsmasq-base nftables)
 if [ "${1:-}" = "--test" ]; then
     # libvirt is the oracle and benchmark peer of the tests; pyvirt itself never uses it.
     pkgs+=(libvirt-clients libvirt-daemon-driver-qemu libvirt-daemon python3-libvirt)
     # apparmor_parser compiles the generated AppArmor profiles (without loading them) in the tests.
     pkgs+=(apparmor)
+    # Remote transports: a real OpenSSH server (started by the tests on a loopback port), nc for
+    # libvirt's ssh tunnel, and Cyrus SASL's mechanisms and saslpasswd2 for the SASL oracle.
+    pkgs+=(openssh-server openssh-client netcat-openbsd libsasl2-modules sasl2-bin)
 fi
 
 missing=()

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyvirt.errors import NotSupported, OperationInvalid, PyvirtError
+from pyvirt.network.api import NetworkConnectMethods
 from pyvirt.qemu.driver import QemuDriver
+from pyvirt.storage.api import StorageConnectMethods
 from pyvirt.uri import ConnectURI, default_uri, parse_uri
 
 if TYPE_CHECKING:
@@ -116,7 +118,7 @@ class _DriverRegistry:
 _registry = _DriverRegistry()
 
 
-class virConnect:  # noqa: N801 - libvirt-python's name
+class virConnect(NetworkConnectMethods, StorageConnectMethods):  # noqa: N801 - libvirt-python's name
     def __init__(self, uri: ConnectURI, driver: QemuDriver, readonly: bool) -> None:
         self._uri = uri
         self._driver: QemuDriver | None = driver

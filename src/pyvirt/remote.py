@@ -37,10 +37,13 @@ from pyvirt._constants import (
     VIR_CONNECT_CLOSE_REASON_KEEPALIVE,
 )
 from pyvirt.errors import NotSupported, OperationInvalid, PyvirtError
+from pyvirt.network.remote import RemoteNetworkMethods
 from pyvirt.rpc.client import Client, ConnectionClosed
 from pyvirt.rpc.procedures import Procedure
 from pyvirt.rpc.protocol import Feature
 from pyvirt.rpc.xdr import NONNULL_DOMAIN
+from pyvirt.secret.remote import RemoteSecretMethods
+from pyvirt.storage.remote import RemoteStorageMethods
 from pyvirt.uri import ConnectURI
 
 __all__ = ["RemoteConnect", "RemoteDomain", "open_remote", "socket_path"]
@@ -151,7 +154,7 @@ def _uuid_string(raw: bytes) -> str:
     return str(uuidlib.UUID(bytes=raw))
 
 
-class RemoteConnect:
+class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMethods):
     """A connection to a libvirt RPC server, with libvirt-python's ``virConnect`` methods."""
 
     def __init__(self, uri: ConnectURI, client: Client, readonly: bool, where: str) -> None:

@@ -186,6 +186,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("secret-list", "list secrets", "cmd_secret:cmd_secret_list", (
         _b("ephemeral", "list ephemeral secrets"), _b("no-ephemeral", "list non-ephemeral secrets"),
         _b("private", "list private secrets"), _b("no-private", "list non-private secrets"))),
+    # ---- networks (cmd_network) ----
+    # ---- storage pools and volumes (cmd_storage) ----
     Command("complete", "internal command for autocompletion", "complete:cmd_complete",
             (Opt("args", "argv", "partial string to autocomplete"),), local=True),
 )}

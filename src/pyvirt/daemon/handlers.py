@@ -190,4 +190,11 @@ def node_get_security_model(session: ClientSession, args: None) -> Any:
 
 # The domain, event and QEMU procedures register themselves on HANDLERS (imported last: they use
 # this module).
-from pyvirt.daemon import handlers_domain, handlers_events, handlers_qemu  # noqa: E402,F401
+from pyvirt.daemon import (  # noqa: E402,F401
+    handlers_domain,
+    handlers_events,
+    handlers_network,
+    handlers_qemu,
+    handlers_secret,
+    handlers_storage,
+)

@@ -318,3 +318,7 @@ _r(Program.KEEPALIVE, 2, "PONG", hi=True, ro=True, event=True)
 
 get = PROCEDURES.get
 lookup = PROCEDURES.lookup
+
+# The secondary drivers' procedures declare themselves on PROCEDURES (imported last: they use this
+# module).
+from pyvirt.rpc import procedures_network, procedures_secret, procedures_storage  # noqa: E402,F401
