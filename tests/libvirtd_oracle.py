@@ -225,3 +225,50 @@ KEEPALIVE_COUNT = 3
 
 free_port = _free_port
 die_with_parent = _die_with_parent
+
+
+def start_with_drivers(drivers: tuple[str, ...], prefix: str) -> Libvirtd:
+    """Start a private libvirtd that can load only the named connection drivers (stop it with
+    .stop()): the oracle of the secondary drivers' tests. Same isolation as start_libvirtd."""
+    found = {d: sorted(glob.glob(f"/usr/lib/*/libvirt/connection-driver/libvirt_driver_{d}.so"))
+             for d in drivers}
+    if not os.path.exists(LIBVIRTD) or not all(found.values()) or shutil.which("unshare") is None:
+        raise RuntimeError(f"libvirtd 9.0 with its {'/'.join(drivers)} drivers is missing: run "
+                           "scripts/setup.sh --test")
+    if os.geteuid() != 0:
+        raise PermissionError("a private libvirtd needs root (mount namespace)")
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    (root / "drivers").mkdir()
+    for name, paths in found.items():
+        os.symlink(paths[0], root / "drivers" / f"libvirt_driver_{name}.so")
+    etc = root / "etc"
+    etc.mkdir()
+    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
+    port = free_port()
+    settings = {
+        "unix_sock_dir": f'"{root}"', "unix_sock_rw_perms": '"0700"', "auth_unix_rw": '"none"',
+        "auth_unix_ro": '"none"', "listen_tls": "0", "listen_tcp": "1", "listen_addr": '"127.0.0.1"',
+        "tcp_port": f'"{port}"', "auth_tcp": '"none"', "log_outputs": f'"3:file:{root}/libvirtd.log"',
+    }
+    conf = root / "libvirtd.conf"
+    conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(root),
+        "LIBVIRT_DRIVER_DIR": str(root / "drivers"),
+        "PYVIRT_LVD_CACHE": str(_cache_dir()), "PYVIRT_LVD_ETC": str(etc),
+        "PYVIRT_LVD_BIN": LIBVIRTD, "PYVIRT_LVD_CONF": str(conf),
+        "PYVIRT_LVD_PID": str(root / "libvirtd.pid"),
+    }
+    with open(root / "stderr.txt", "wb") as stderr:
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
+                                 "/bin/sh", "-c", _NAMESPACE_SCRIPT],
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, preexec_fn=die_with_parent)
+    daemon = Libvirtd(root, port, proc, settings)
+    try:
+        _wait_ready(daemon)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
+

@@ -2,7 +2,7 @@
 """One libvirt-python secret script, run unchanged against libvirt's embedded secret driver and
 against pyvirt's.
 
-    python secret_script.py libvirt|pyvirt ROOT
+    python secret_script.py libvirt|pyvirt ROOT [qemu|secret]
 
 ``libvirt`` (run with /usr/bin/python3) opens ``secret:///embed?root=ROOT``, libvirt 9.0's embedded
 secret driver; ``pyvirt`` opens ``qemu:///embed?root=ROOT``, whose connection embeds pyvirt's secret
@@ -68,7 +68,10 @@ def usage(kind: str, tag: str, ident: str) -> str:
 
 def main() -> None:
     if WHICH == "pyvirt":
-        conn = libvirt.open(f"qemu:///embed?root={ROOT}")
+        # pyvirt's secrets through the instance's qemu:/// URI, or (a third argument 'secret')
+        # through libvirt's own secret:///embed URI
+        scheme = sys.argv[3] if len(sys.argv) > 3 else "qemu"
+        conn = libvirt.open(f"{scheme}:///embed?root={ROOT}")
     else:
         libvirt.registerErrorHandler(lambda *a: None, None)
         libvirt.virEventRegisterDefaultImpl()

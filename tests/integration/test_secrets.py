@@ -231,8 +231,8 @@ def test_the_value_a_domain_names_is_found_for_pyvirt(conn: virConnect) -> None:
     assert secrets.secret_for(volume, usage_id="/var/lib/images/a.qcow2") == VALUE
     assert secrets.secret_for(ceph, usage_id="client.a") == b"cephx"
     code, domain, text = error_of(lambda: secrets.secret_for(volume, uuid=UUID2))
-    assert (code, domain) == (codes.VIR_ERR_INVALID_ARG, codes.VIR_FROM_SECRET)
-    assert text == f"secret with uuid {UUID2} is of type 'ceph' not expected 'volume' type"
+    assert (code, domain) == (codes.VIR_ERR_INVALID_ARG, codes.VIR_FROM_NONE)  # libvirt's (virsecret.c)
+    assert text == f"invalid argument: secret with uuid {UUID2} is of type 'ceph' not expected 'volume' type"
     assert error_of(lambda: secrets.secret_for(volume, usage_id="/nope"))[0] == codes.VIR_ERR_NO_SECRET
 
 

@@ -17,6 +17,7 @@ from pyvirt.conf.qemu_conf import QemuConf
 from pyvirt.qemu.capabilities import QemuCaps, QemuCapsFlag
 from pyvirt.qemu.command_devices import DeviceBuilder
 from pyvirt.qemu.command_util import CommandUnsupported, json_arg, keyval, shell_quote
+from pyvirt.secret.disk import QemuSecret
 from pyvirt.xml.domain import Domain
 
 __all__ = ["QemuCommand", "CommandRuntime", "CommandUnsupported", "build_command", "format_argv_line",
@@ -36,6 +37,8 @@ class CommandRuntime:
     channel_dir: str | None = None       #: where unix channels without a path get their socket
     vnc_port: int | None = None          #: the port picked for autoport VNC; None: pretend (5900)
     tap_fds: Mapping[str, Sequence[int]] = field(default_factory=dict)  #: "net0" -> tap fds
+    #: "vda" -> the LUKS passphrase encrypted with the master key (pyvirt.secret.disk.encrypt_for_qemu)
+    disk_secrets: Mapping[str, QemuSecret] = field(default_factory=dict)
     path_env: str = DEFAULT_PATH         #: PATH handed to QEMU
 
 

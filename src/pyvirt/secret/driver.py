@@ -338,9 +338,10 @@ class SecretDriver:
                                   code=codes.VIR_ERR_INTERNAL_ERROR, domain=codes.VIR_FROM_SECRET)
             if ref.usage_type and ref.usage_type != usage_type:
                 found, wanted = usage_type_name(ref.usage_type), usage_type_name(usage_type)
-                raise PyvirtError(f"secret with uuid {ref.uuid} is of type '{found}' not expected '{wanted}' "
-                                  "type",
-                                  code=codes.VIR_ERR_INVALID_ARG, domain=codes.VIR_FROM_SECRET)
+                # libvirt's words and error domain (virsecret.c reports from VIR_FROM_NONE)
+                raise PyvirtError(f"invalid argument: secret with uuid {ref.uuid} is of type '{found}' not "
+                                  f"expected '{wanted}' type", code=codes.VIR_ERR_INVALID_ARG,
+                                  domain=codes.VIR_FROM_NONE)
             return self._value(ref.uuid)
 
     def _value(self, uuid: str) -> bytes:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from pyvirt._errcodes import VIR_FROM_STORAGE
 from pyvirt.xml.base import (
     Attr,
     Child,
@@ -128,6 +129,14 @@ class Encryption(XMLObject):
     format = Attr("format", Enum("default", "qcow", "luks", "luks2", "luks-any"))
     engine = Attr("engine", Enum("default", "qemu", "librbd"))
     secrets = Children(Secret)
+
+    def _after_parse(self, st: ParseState) -> None:
+        if self.format is None:
+            # libvirt's words and error domain (virStorageEncryptionParseNode)
+            err = st.error("unknown volume encryption format: give <encryption> a format, such as "
+                           "format='luks'")
+            err.domain = VIR_FROM_STORAGE
+            raise err
 
 
 class DiskSnapshotName(XMLObject):
