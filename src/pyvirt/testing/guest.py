@@ -84,7 +84,7 @@ MODULES: tuple[str, ...] = (
 )
 
 # Bump whenever the layout or content of what build() writes changes for the same inputs.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"

@@ -31,7 +31,30 @@ while [ "$(ls -l "/proc/$acpid_pid/fd" 2>/dev/null | grep -c /dev/input/event)" 
     tries=$((tries + 1))
 done
 
+# pyvirt.show_disk=vda (repeatable) prints the first 64 bytes of /dev/vda, all but letters, digits,
+# '_' and '-' as '.' (busybox tr has no working -c with classes), before the ready marker: for tests
+# of disks the guest must see and read.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        pyvirt.show_disk=*) d=${arg#pyvirt.show_disk=}
+            echo "PYVIRT-DISK $d: $(head -c 64 "/dev/$d" 2>&1 | tr -c 'A-Za-z0-9_-' '.')" ;;
+    esac
+done
+
 echo "@READY_MARKER@"
+
+# pyvirt.dhcp=eth0 asks for a DHCP lease on eth0 once ready (busybox udhcpc, in the background),
+# configures the address and prints "PYVIRT-DHCP eth0 ADDRESS": tests of virtual networks.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        pyvirt.dhcp=*) ifc=${arg#pyvirt.dhcp=}
+            mkdir -p /tmp
+            printf '#!/bin/sh\n[ "$1" = bound ] || exit 0\nifconfig "$interface" "$ip" netmask "$subnet"\necho "PYVIRT-DHCP $interface $ip"\n' > /tmp/dhcp.sh
+            chmod 0755 /tmp/dhcp.sh
+            ifconfig "$ifc" up
+            udhcpc -i "$ifc" -s /tmp/dhcp.sh -q -n -t 30 -T 1 >/dev/console 2>&1 & ;;
+    esac
+done
 
 # Tests make the guest act once it is ready through its kernel command line (no shell session is
 # needed): pyvirt.after_ready=panic panics the kernel (pvpanic reports it to QEMU), =reboot reboots,
