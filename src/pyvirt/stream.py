@@ -65,9 +65,19 @@ class virStream:  # noqa: N801 - libvirt-python's name
         self._watch: threading.Thread | None = None
         self._watch_stop = threading.Event()
         self._events = 0
+        self._takeover_hook: Callable[[], None] | None = None
 
     def connect(self) -> virConnect:
         return self._conn
+
+    def fileno(self) -> int:
+        """The attached descriptor (for an event loop that watches it, such as pyvirtd's)."""
+        return self._fd_or_raise()
+
+    def set_takeover_hook(self, hook: Callable[[], None] | None) -> None:
+        """Call ``hook`` (on the taker's thread) just before another console session forced over
+        this one closes its descriptor: a watcher of the descriptor lets go of it first."""
+        self._takeover_hook = hook
 
     # -- attaching ---------------------------------------------------------------------------
 
@@ -215,6 +225,9 @@ def open_console(stream: virStream, pty: str, *, force: bool) -> None:
                                   "close it first or take it over with VIR_DOMAIN_CONSOLE_FORCE")
         _sessions[pty] = stream
     if holder is not None and holder is not stream:
+        hook = holder._takeover_hook
+        if hook is not None:
+            hook()
         holder._close()
         with _sessions_lock:
             _sessions[pty] = stream

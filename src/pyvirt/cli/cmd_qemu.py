@@ -241,6 +241,9 @@ def run_console(dom: Any, devname: str | None, force: bool, out: TextIO) -> None
     stdin = sys.stdin.fileno()
     if not os.isatty(stdin):
         raise CommandFailed("Cannot run interactive console without a controlling TTY")
+    # virsh says it is connected before it opens the console, and errs after that when it cannot
+    out.write(f"Connected to domain '{dom.name()}'\nEscape character is ^] (Ctrl + ])\n")
+    out.flush()
     conn = dom.connect()
     stream = require_api(conn, "newStream")(_STREAM_NONBLOCK)
     api_call(None, require_api(dom, "openConsole"), devname, stream, _CONSOLE_FORCE if force else 0)
@@ -269,8 +272,6 @@ def run_console(dom: Any, devname: str | None, force: bool, out: TextIO) -> None
         ended.set()
         os.write(wake_w, b"x")
 
-    out.write(f"Connected to domain '{dom.name()}'\nEscape character is ^] (Ctrl + ])\n")
-    out.flush()
     saved = termios.tcgetattr(stdin)
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
