@@ -17,6 +17,11 @@ Every client is Debian's python3-libvirt 9.0 (or virsh 9.0), the same for both s
 
 Targets (issue 7 "Speed"): calls/s >= 1x libvirtd, virsh list latency <= 1x, idle RSS <= 1.5x.
 
+The comparison is client-fair: the same client script, interpreter and library (Debian's python3
+with python3-libvirt 9.0, or virsh 9.0) talk to both servers over a UNIX socket, with the same
+domains, in rounds that alternate which server goes first. pyvirtd runs on the interpreter of
+this benchmark (``sys.executable``, printed in the header): its speed is part of pyvirtd's.
+
 Usage: .venv/bin/python bench/bench_daemon.py [--duration SECONDS] [--clients 1,8,64] [--runs N]
 """
 
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_before = {k: rss_kib(pid) for k, pid in pids.items()}
 
         print(f"== {DOMAINS} defined domains; clients: python3-libvirt 9.0 and virsh 9.0; "
-              f"{os.cpu_count()} CPUs ==")
+              f"{os.cpu_count()} CPUs; pyvirtd on {sys.executable} ==")
         print(f"{'':34}{'pyvirtd':>12}{'libvirtd':>12}{'ratio':>9}")
         results: dict[str, dict[str, float]] = {}
         for c in clients:

@@ -83,7 +83,9 @@ def alive(pid: int) -> bool:
 
 
 def qemus_mentioning(text: str) -> list[int]:
-    """QEMU processes whose command line mentions ``text`` (a root, a name)."""
+    """QEMU processes whose command line or working directory mentions ``text`` (a root, a name).
+    The working directory counts because a QEMU of a root need not name it in its arguments (the
+    monitor comes as a descriptor, the master key by a relative path)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -91,9 +93,12 @@ def qemus_mentioning(text: str) -> list[int]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
+            if b"qemu-system" not in cmdline:
+                continue
+            cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        if b"qemu-system" in cmdline and text.encode() in cmdline:
+        if text.encode() in cmdline or text in cwd:
             found.append(int(entry))
     return found
 

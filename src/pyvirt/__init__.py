@@ -29,6 +29,14 @@ def __getattr__(name: str) -> object:
         from pyvirt.secret import api
 
         return getattr(api, name)
+    if name in ("virStoragePool", "virStorageVol"):
+        from pyvirt.storage import api as storage_api
+
+        return getattr(storage_api, name)
+    if name == "virNetwork":
+        from pyvirt.network import api as network_api
+
+        return network_api.virNetwork
     if name == "libvirtError":
         from pyvirt.errors import PyvirtError
 

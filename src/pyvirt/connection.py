@@ -463,7 +463,7 @@ def host_name() -> str:
     return canonical
 
 
-def _open(uri_text: str | None, readonly: bool) -> virConnect:
+def _open(uri_text: str | None, readonly: bool, auth: object = None) -> virConnect:
     uri = parse_uri(uri_text if uri_text else default_uri())
     if uri.is_remote or uri.transport is not None:
         # A transport or a host: libvirt's remote driver, pyvirt.remote. Its RemoteConnect has
@@ -472,7 +472,26 @@ def _open(uri_text: str | None, readonly: bool) -> virConnect:
 
         from pyvirt.remote import open_remote
 
-        return cast(virConnect, open_remote(uri, readonly))
+        return cast(virConnect, open_remote(uri, readonly, auth))
+    if uri.driver == "secret":
+        # libvirt's secret driver URIs: the secret API of the instance of the same path and root
+        from typing import cast
+
+        from pyvirt.secret.connect import open_secret
+
+        return cast(virConnect, open_secret(uri, readonly,
+                                            lambda u, ro: virConnect(u, _registry.acquire(u), ro)))
+    if uri.instance == "session" and not uri.params and ("session", "") not in _registry._drivers:
+        # qemu:///session is the session pyvirtd's while one serves it (the instance is then
+        # its own to drive, as libvirt's session daemon's); else this process drives it.
+        from pyvirt.rpc.autostart import session_daemon_accepting
+
+        if session_daemon_accepting():
+            from typing import cast
+
+            from pyvirt.remote import open_remote
+
+            return cast(virConnect, open_remote(uri, readonly, auth))
     return virConnect(uri, _registry.acquire(uri), readonly)
 
 
@@ -489,14 +508,14 @@ VIR_CONNECT_NO_ALIASES = 2
 
 
 def openAuth(uri: str | None, auth: object = None, flags: int = 0) -> virConnect:  # noqa: N802
-    """libvirt's openAuth: ``auth`` ([credential types, callback, opaque]) is never called, since a
-    local driver asks for no credentials (as libvirt's embedded and local drivers do not)."""
+    """libvirt's openAuth: ``auth`` ([credential types, callback, opaque]) gives a remote
+    connection's SASL credentials (pyvirt.rpc.sasl); a local driver asks for none."""
     if flags & ~(VIR_CONNECT_RO | VIR_CONNECT_NO_ALIASES):
         from pyvirt import _errcodes as codes
 
         raise PyvirtError(f"invalid argument: unsupported flags (0x{flags:x}) in openAuth: use "
                           "VIR_CONNECT_RO or 0", code=codes.VIR_ERR_INVALID_ARG, domain=codes.VIR_FROM_NONE)
-    return _open(uri, readonly=bool(flags & VIR_CONNECT_RO))
+    return _open(uri, readonly=bool(flags & VIR_CONNECT_RO), auth=auth)
 
 
 def virEventRegisterDefaultImpl() -> int:  # noqa: N802

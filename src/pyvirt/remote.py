@@ -12,7 +12,12 @@ Sockets for ``qemu+unix://`` without ``socket=``: pyvirtd's own (``/run/pyvirt/l
 and ``-ro`` for system, ``$XDG_RUNTIME_DIR/pyvirt/libvirt-sock`` for session) with ``mode=auto``
 or ``mode=direct``; libvirt's libvirtd sockets (``/run/libvirt/libvirt-sock``,
 ``$XDG_RUNTIME_DIR/libvirt/libvirt-sock``) with ``mode=legacy``. ``qemu+tcp://`` uses auth none;
-``qemu://host/`` (TLS) and ``qemu+ssh://`` are refused with a pointer to ``qemu+tcp``.
+``qemu://host/`` and ``qemu+tls://`` use x509 certificates as libvirt does
+(:mod:`pyvirt.rpc.tls`: ``pkipath=``, ``no_verify=1``, ``no_sanity=1``). ``qemu+ssh://`` runs
+the system ssh as libvirt does (:mod:`pyvirt.rpc.ssh`), with the protocol on its stdin/stdout.
+A server that asks for SASL gets SCRAM (:mod:`pyvirt.rpc.sasl`), credentials from libvirt's
+auth.conf and then from ``openAuth``'s callback; never on plain TCP, where libvirt requires a
+security layer SCRAM does not have.
 
 Events and close callbacks run on a dispatcher thread of the connection (not the RPC loop's), so
 they may call the API themselves. A dropped connection fails pending and later calls with an error
@@ -38,6 +43,7 @@ from pyvirt._constants import (
 )
 from pyvirt.errors import NotSupported, OperationInvalid, PyvirtError
 from pyvirt.network.remote import RemoteNetworkMethods
+from pyvirt.remote_stream import RemoteStream
 from pyvirt.rpc.client import Client, ConnectionClosed
 from pyvirt.rpc.procedures import Procedure
 from pyvirt.rpc.protocol import Feature
@@ -59,7 +65,9 @@ _LIBVIRT_SYSTEM_DIR = "/run/libvirt"
 
 
 def socket_path(uri: ConnectURI, readonly: bool) -> str:
-    """The UNIX socket a ``qemu+unix://`` URI reaches (see the module docstring)."""
+    """The UNIX socket a ``qemu+unix://`` URI reaches (see the module docstring). A non-root
+    caller's session socket is started on demand when no daemon accepts there
+    (:mod:`pyvirt.rpc.autostart`)."""
     if "socket" in uri.params:
         return uri.params["socket"]
     mode = uri.params.get("mode", "auto")
@@ -80,7 +88,7 @@ def socket_path(uri: ConnectURI, readonly: bool) -> str:
     return str(system_paths().run_dir.parent / (_PYVIRT_SOCKET + suffix))
 
 
-def open_remote(uri: ConnectURI, readonly: bool) -> RemoteConnect:
+def open_remote(uri: ConnectURI, readonly: bool, auth: object = None) -> RemoteConnect:
     """Connect and open ``uri`` (a URI with a transport or a host) as libvirt's remote driver."""
     transport = uri.effective_transport
     if uri.instance == "embed":
@@ -90,6 +98,10 @@ def open_remote(uri: ConnectURI, readonly: bool) -> RemoteConnect:
                            domain=codes.VIR_FROM_REMOTE)
     if transport == "unix":
         path = socket_path(uri, readonly)
+        from pyvirt.rpc.autostart import ensure_daemon, wants_autostart
+
+        if wants_autostart(uri):  # the session daemon, started on demand as libvirt does
+            ensure_daemon(path)
         client = Client.connect_unix(path)
         where = path
     elif transport == "tcp":
@@ -97,6 +109,17 @@ def open_remote(uri: ConnectURI, readonly: bool) -> RemoteConnect:
         assert host is not None and port is not None
         client = Client.connect_tcp(host, port)
         where = f"{host}:{port}"
+    elif transport == "tls":  # x509 as libvirt's remote driver (pyvirt.rpc.tls)
+        host, port = uri.effective_host, uri.effective_port
+        assert host is not None and port is not None
+        client = Client.connect_tls(host, port, uri.params)
+        where = f"{host}:{port}"
+    elif transport == "ssh":
+        from pyvirt.rpc.ssh import ssh_command
+
+        ssh = ssh_command(uri, readonly)
+        client = Client.connect_command(ssh.argv, env=ssh.env, peer=ssh.peer)
+        where = ssh.peer
     else:
         host = uri.effective_host or "HOST"
         raise NotSupported(
@@ -105,7 +128,10 @@ def open_remote(uri: ConnectURI, readonly: bool) -> RemoteConnect:
             f"network use qemu+tcp://{host}{uri.path} (a daemon listening on TCP with auth none), "
             "or a UNIX socket on the host itself", domain=codes.VIR_FROM_REMOTE)
     try:
-        client.open(uri.remote_name(), readonly=readonly)
+        from pyvirt.rpc.sasl import AuthOptions  # credentials: auth.conf, then openAuth's callback
+
+        client.open(uri.remote_name(), readonly=readonly,
+                    auth_options=AuthOptions.for_uri(uri, auth))
     except BaseException:
         client.abort()
         raise
@@ -162,7 +188,8 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         self._client: Client | None = client
         self._readonly = readonly
         self._where = where
-        self._secure_transport = uri.effective_transport == "unix"
+        # libvirt counts ssh as secure (priv->is_secure), not as encrypted
+        self._secure_transport = uri.effective_transport in ("unix", "ssh", "tls")
         self._lock = threading.Lock()
         self._lost: PyvirtError | None = None
         self._close_cb: tuple[Callable[..., object], object] | None = None
@@ -284,10 +311,11 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         return int(self._secure_transport and bool(secure))
 
     def isEncrypted(self) -> int:  # noqa: N802
-        """0: neither a UNIX socket nor plain TCP encrypts (asked of the server all the same, as
-        libvirt does, so a dead connection errs)."""
-        self._call("CONNECT_IS_SECURE", "virConnectIsEncrypted")
-        return 0
+        """1 over TLS when the server calls itself secure; 0 otherwise: neither a UNIX socket nor
+        plain TCP encrypts (asked of the server all the same, as libvirt does, so a dead
+        connection errs)."""
+        secure = self._call("CONNECT_IS_SECURE", "virConnectIsEncrypted").secure
+        return int(self._rpc().rpc.encrypted and bool(secure))
 
     def getURI(self) -> str:  # noqa: N802
         """The URI this connection was opened with (libvirt's client keeps it, no call)."""
@@ -311,6 +339,11 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
 
     def getCapabilities(self) -> str:  # noqa: N802
         return str(self._call("CONNECT_GET_CAPABILITIES", "virConnectGetCapabilities").capabilities)
+
+    def newStream(self, flags: int = 0) -> RemoteStream:  # noqa: N802
+        """A stream to attach with RemoteDomain.openConsole (pyvirt.remote_stream)."""
+        self._rpc()
+        return RemoteStream(self, flags)
 
     def getDomainCapabilities(self, emulatorbin: str | None = None, arch: str | None = None,  # noqa: N802
                               machine: str | None = None, virttype: str | None = None,
@@ -712,6 +745,23 @@ class RemoteDomain:
         """libvirt_qemu.qemuMonitorCommand over QEMU_PROC_DOMAIN_MONITOR_COMMAND."""
         return str(self._call("QEMU_PROC_DOMAIN_MONITOR_COMMAND", "virDomainQemuMonitorCommand",
                               cmd=cmd, flags=flags).result)
+
+    def openConsole(self, dev_name: str | None, stream: RemoteStream, flags: int = 0) -> int:  # noqa: N802
+        """Attach ``stream`` (from this connection's newStream) to the guest's console, over
+        REMOTE_PROC_DOMAIN_OPEN_CONSOLE; the server checks the device, the flags and the session."""
+        if not isinstance(stream, RemoteStream) or stream.connect() is not self._conn:
+            detail = f"stream must match connection of domain '{self._name}'"
+            raise PyvirtError(f"invalid argument: {detail}", code=codes.VIR_ERR_INVALID_ARG,
+                              domain=codes.VIR_FROM_DOMAIN, str1="invalid argument: %s",
+                              str2=detail)
+        stream._check_unattached()
+        try:
+            _, sync = self._conn._rpc().call_stream("DOMAIN_OPEN_CONSOLE", dom=self._wire(),
+                                                    dev_name=dev_name, flags=flags)
+        except ConnectionClosed as exc:
+            raise self._conn._lost_error("virDomainOpenConsole", exc) from exc
+        stream._attach(sync)
+        return 0
 
     def __getattr__(self, name: str) -> Any:
         from pyvirt.connection import virDomain

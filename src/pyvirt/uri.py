@@ -76,8 +76,9 @@ _COMMON = ("name", "auth", "authfile")
 #: libvirt 9.0's remote driver uses them (uri.html lists the same per transport).
 TRANSPORT_PARAMS: Mapping[str, frozenset[str]] = MappingProxyType({
     "unix": frozenset(_COMMON + ("mode", "socket")),
+    # known_hosts: libvirt 9.0 accepts it here and ignores it; pyvirt hands it to ssh
     "ssh": frozenset(_COMMON + ("mode", "proxy", "command", "socket", "netcat", "keyfile",
-                                "no_verify", "no_tty")),
+                                "known_hosts", "no_verify", "no_tty")),
     "tls": frozenset(_COMMON + ("tls_priority", "no_verify", "no_sanity", "pkipath")),
     "tcp": frozenset(_COMMON),
     "embed": frozenset({"root"}),
@@ -343,11 +344,14 @@ def parse_uri(text: str) -> ConnectURI:
     authority, path_raw = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
 
     driver, plus, transport_raw = scheme.partition("+")
+    if driver == "secret":
+        return _parse_secret_uri(text, authority, path_raw, query if qmark else None, plus)
     if driver != "qemu":
         hint = " (scheme names are case-sensitive: write 'qemu')" if driver.lower() == "qemu" else ""
         raise NoConnectError(
             f"no connection driver available for {driver}://{path_raw}{hint}; pyvirt provides "
-            "only the QEMU driver: qemu:///system, qemu:///session or qemu:///embed?root=DIR")
+            "the QEMU driver (qemu:///system, qemu:///session or qemu:///embed?root=DIR) and the "
+            "secret driver (secret:///system, secret:///session, secret:///embed?root=DIR)")
 
     transport: str | None = None
     if plus:
@@ -401,6 +405,36 @@ def parse_uri(text: str) -> ConnectURI:
 
     return ConnectURI(raw=text, driver=driver, transport=transport, user=user, host=host, port=port,
                       path=path, params=MappingProxyType(params))
+
+
+def _parse_secret_uri(text: str, authority: str, path_raw: str, query: str | None, plus: str) -> ConnectURI:
+    """libvirt's secret driver URIs: secret:///system, secret:///session, secret:///embed?root=DIR.
+
+    pyvirt's secret driver lives in the instance of the same path and root (it is the one a
+    qemu:/// connection there uses); it runs in-process, so no transport or host is taken.
+    """
+    if plus or authority:
+        raise _fail(text, "pyvirt's secret driver runs in-process and takes no transport or host: "
+                          "write secret:///system, secret:///session or secret:///embed?root=DIR "
+                          "(or reach a daemon's secrets through its qemu+... URI)")
+    path = _decode(text, path_raw, "path")
+    if path not in ("/system", "/session", "/embed"):
+        raise _fail(text, f"unexpected secret URI path '{path}': try secret:///system, secret:///session "
+                          "or secret:///embed?root=DIR")
+    raw_params = _split_query(query) if query is not None else []
+    if path != "/embed" and raw_params:
+        raise _fail(text, f"secret://{path} takes no parameters (only secret:///embed takes root=DIR)")
+    params = _check_params(text, raw_params, "embed", "secret:///embed")
+    if path == "/embed":
+        root = params.get("root")
+        if root is None:
+            raise _fail(text, "secret:///embed needs a root directory: secret:///embed?root=/some/dir")
+        if not root.startswith("/"):
+            raise _fail(text, f"embed root '{root}' must be an absolute path, e.g. "
+                              f"root={os.path.join('/srv', root)}")
+        check_embed_root(Path(root))
+    return ConnectURI(raw=text, driver="secret", transport=None, user=None, host=None, port=None, path=path,
+                      params=MappingProxyType(params))
 
 
 def default_uri(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:

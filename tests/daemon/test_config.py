@@ -51,8 +51,11 @@ cert_file = "/c"
 ca_file = "/ca"
 crl_file = "/crl"
 tls_no_verify_certificate = 1
+tls_no_sanity_certificate = 1
 tls_allowed_dn_list = [ "C=GB,*", "O=x" ]
 sasl_allowed_username_list = [ "admin@EXAMPLE.COM" ]
+sasl_max_failures = 3
+sasl_failure_window = 30
 max_clients = 10
 max_queued_clients = 5
 max_workers = 3
@@ -70,6 +73,8 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     assert (config.unix_sock_ro_perms, config.unix_sock_rw_perms) == (0o775, 0o770)
     assert config.tls_allowed_dn_list == ("C=GB,*", "O=x")
     assert config.tls_no_verify_certificate is True and config.listen_tcp is True
+    assert config.tls_no_sanity_certificate is True
+    assert (config.sasl_max_failures, config.sasl_failure_window) == (3, 30)
     assert config.keepalive_interval == -1 and config.prio_workers == 0
     assert config.outputs == (LogOutput(1, "file", "/var/log/x"), LogOutput(3, "stderr"),
                               LogOutput(2, "syslog", "pyvirtd"))
@@ -86,7 +91,7 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     ('tls_allowed_dn_list = "C=GB"', "tls_allowed_dn_list"),
     ("max_workers = -1", "max_workers"),
     ("listen_addr = 127", "listen_addr"),
-    ('auth_unix_rw = "sasl"', "auth_unix_rw"),
+    ('auth_unix_rw = "polkit"', "auth_unix_rw"),
     ("max_client_requests = 0", "max_client_requests"),
     ("keepalive_interval = -2", "keepalive_interval"),
     ("log_level = 5", "log_level"),
@@ -151,14 +156,14 @@ def test_listeners() -> None:
     assert _plans('listen_tcp = 1\nauth_tcp = "none"\n', listen=True)[2:] == ["tcp *:16509"]
     assert _plans('listen_tcp = 1\nauth_tcp = "none"\nlisten_addr = "::1"\ntcp_port = "1234"\n',
                   listen=True)[2:] == ["tcp ::1:1234"]
-    assert _plans("listen_tls = 1\n", listen=False)  # TLS is only refused when it would be used
+    assert _plans("listen_tls = 1\n", listen=False)[2:] == []  # TLS only with --listen
+    assert _plans('listen_tls = 1\ntls_port = "1234"\n', listen=True)[2:] == ["tls *:1234"]
     assert _plans("", listen=True)[2:] == []
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("listen_tls = 1\n", "TLS is not supported by pyvirtd yet"),
     ("listen_tcp = 1\n", 'auth_tcp is not set (its default is "sasl")'),
-    ('listen_tcp = 1\nauth_tcp = "sasl"\n', 'auth_tcp = "sasl": SASL authentication is not supported'),
+    ('listen_tcp = 1\nauth_tcp = "sasl"\n', 'auth_tcp = "sasl" on the plain TCP listener'),
     ('listen_tcp = 1\nauth_tcp = "polkit"\n', 'auth_tcp = "polkit"'),
     (f'unix_sock_dir = "/tmp/{"d" * 100}"\n', "longer than 107 bytes"),
 ])

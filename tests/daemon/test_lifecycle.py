@@ -117,15 +117,15 @@ def test_stale_socket_replaced(own_root: Path) -> None:
 _BAD_CONFIGS = [
     ("max_workers = 0\n", 1, "max_workers"),
     ('unix_sock_rw_perms = "rwx"\n', 1, "unix_sock_rw_perms"),
-    ('\n\nauth_unix_rw = "sasl"\n', 3, "not supported by pyvirtd yet"),
+    ('\n\nauth_tls = "polkit"\n', 3, "polkit authentication is not supported"),
     ('auth_unix_ro = "polkit"\n', 1, "polkit authentication is not supported"),
     ("keepalive_interval = 0\n", 1, "keepalive_interval"),
     ('log_outputs = "1:journald"\n', 1, "journald"),
     ('tcp_port = "0"\n', 1, "tcp_port"),
     ('unix_sock_group = "no-such-group-xyz"\n', 1, "unix_sock_group"),
     ("listen_tcp = 1\n", 1, "auth_tcp is not set"),
-    ('listen_tcp = 1\nauth_tcp = "sasl"\n', 2, 'auth_tcp = "sasl": SASL authentication is not supported'),
-    ("listen_tls = 1\n", 1, "TLS is not supported by pyvirtd yet"),
+    ('listen_tcp = 1\nauth_tcp = "sasl"\n', 2, 'auth_tcp = "sasl" on the plain TCP listener'),
+    ("listen_tls = 1\n", 1, "Cannot read CA certificate"),
     ("max_clients = [ 1 ]\n", 1, "expects a non-negative integer"),
     ("this is not = a config\n", 1, "expected '='"),
 ]

@@ -155,8 +155,10 @@ INVALID = [
     ("qemu+tcp://h/system?no_verify=1", ["parameter 'no_verify' does not apply to the tcp "
                                          "transport", "ssh, tls transports"]),
     ("qemu+ssh://h/system?pkipath=/p", ["'pkipath' does not apply to the ssh transport"]),
-    ("qemu+ssh://h/system?known_hosts=/k", ["'known_hosts' does not apply",
-                                            "libssh, libssh2 transports"]),
+    ("qemu+ssh://h/system?sshauth=agent", ["'sshauth' does not apply",
+                                           "libssh, libssh2 transports"]),
+    ("qemu+tcp://h/system?known_hosts=/k", ["'known_hosts' does not apply",
+                                            "ssh, libssh, libssh2 transports"]),
     ("qemu:///system?root=/x", ["'root' only applies to qemu:///embed"]),
     ("qemu:///system?mode=xyz", ["parameter 'mode' must be one of auto, legacy, direct, got 'xyz'"]),
     ("qemu+ssh://h/system?proxy=xyz", ["parameter 'proxy' must be one of auto, netcat, native"]),

@@ -187,7 +187,135 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         _b("ephemeral", "list ephemeral secrets"), _b("no-ephemeral", "list non-ephemeral secrets"),
         _b("private", "list private secrets"), _b("no-private", "list non-private secrets"))),
     # ---- networks (cmd_network) ----
+    Command("net-define", "define an inactive persistent virtual network or modify an existing persistent "
+            "one from an XML file", "cmd_network:cmd_net_define",
+            (_s("file", "file containing an XML network description", required=True),
+             _b("validate", "validate the XML against the schema"))),
+    Command("net-create", "create a network from an XML file", "cmd_network:cmd_net_create",
+            (_s("file", "file containing an XML network description", required=True),
+             _b("validate", "validate the XML against the schema"))),
+    *(Command(f"net-{verb}", text, f"cmd_network:cmd_net_{verb}",
+              (_s("network", "network name or uuid", required=True), *extra)) for verb, text, extra in (
+        ("start", "start a (previously defined) inactive network", ()),
+        ("destroy", "destroy (stop) a network", ()),
+        ("undefine", "undefine a persistent network", ()),
+        ("info", "network information", ()),
+        ("uuid", "convert a network name to network UUID", ()),
+        ("autostart", "autostart a network", (_b("disable", "disable autostarting"),)),
+        ("dumpxml", "network information in XML", (_b("inactive", "show inactive defined XML"),)))),
+    Command("net-name", "convert a network UUID to network name", "cmd_network:cmd_net_name",
+            (_s("network", "network uuid", required=True),)),
+    Command("net-dhcp-leases", "print lease info for a given network", "cmd_network:cmd_net_dhcp_leases",
+            (_s("network", "network name or uuid", required=True),
+             _s("mac", "MAC address", positional=False))),
+    Command("net-list", "list networks", "cmd_network:cmd_net_list", (
+        _b("inactive", "list inactive networks"), _b("all", "list inactive & active networks"),
+        _b("persistent", "list persistent networks"), _b("transient", "list transient networks"),
+        _b("autostart", "list networks with autostart enabled"),
+        _b("no-autostart", "list networks with autostart disabled"),
+        _b("uuid", "list uuid's only"), _b("name", "list network names only"),
+        _b("table", "list table (default)"))),
     # ---- storage pools and volumes (cmd_storage) ----
+    *(Command(f"pool-{verb}", text, f"cmd_storage:cmd_pool_{verb}",
+              (_s("pool", "pool name or uuid", required=True), *extra)) for verb, text, extra in (
+        ("build", "build a pool", (_b("no-overwrite", "do not overwrite any existing data"),
+                                   _b("overwrite", "overwrite any existing data"))),
+        ("start", "start a (previously defined) inactive pool", (
+            _b("build", "build the pool as normal"), _b("no-overwrite", "do not overwrite any existing data"),
+            _b("overwrite", "overwrite any existing data"))),
+        ("destroy", "destroy (stop) a pool", ()), ("delete", "delete a pool", ()),
+        ("undefine", "undefine an inactive pool", ()), ("refresh", "refresh a pool", ()),
+        ("autostart", "autostart a pool", (_b("disable", "disable autostarting"),)),
+        ("dumpxml", "pool information in XML", (_b("inactive", "show inactive defined XML"),)),
+        ("info", "storage pool information", (_b("bytes", "Return pool info in bytes"),)))),
+    Command("pool-define", "define an inactive persistent storage pool or modify an existing persistent one "
+            "from an XML file", "cmd_storage:cmd_pool_define",
+            (_s("file", "file containing an XML pool description", required=True),
+             _b("validate", "validate the XML against the schema"))),
+    Command("pool-create", "create a pool from an XML file", "cmd_storage:cmd_pool_create", (
+        _s("file", "file containing an XML pool description", required=True),
+        _b("build", "build the pool as normal"), _b("no-overwrite", "do not overwrite any existing data"),
+        _b("overwrite", "overwrite any existing data"))),
+    Command("pool-define-as", "define a pool from a set of args", "cmd_storage:cmd_pool_define_as", (
+        _s("name", "name of the pool", required=True), _s("type", "type of the pool", required=True),
+        _b("print-xml", "print XML document, but don't define/create"),
+        _s("source-host", "source-host for underlying storage"),
+        _s("source-path", "source path for underlying storage"),
+        _s("source-dev", "source device for underlying storage"),
+        _s("source-name", "source name for underlying storage"),
+        _s("target", "target for underlying storage"),
+        _s("source-format", "format for underlying storage"))),
+    Command("pool-list", "list pools", "cmd_storage:cmd_pool_list", (
+        _b("inactive", "list inactive pools"), _b("all", "list inactive & active pools"),
+        _b("transient", "list transient pools"), _b("persistent", "list persistent pools"),
+        _b("autostart", "list pools with autostart enabled"),
+        _b("no-autostart", "list pools with autostart disabled"),
+        _s("type", "only list pool of specified type(s) (if supported)", positional=False),
+        _b("details", "display extended details for pools"), _b("uuid", "list UUID of active pools only"),
+        _b("name", "list name of active pools only"))),
+    Command("vol-create", "create a vol from an XML file", "cmd_storage:cmd_vol_create", (
+        _s("pool", "pool name", required=True), _s("file", "file containing an XML vol description",
+                                                  required=True),
+        _b("prealloc-metadata", "preallocate metadata (for qcow2 instead of full allocation)"),
+        _b("validate", "validate the XML against the schema"))),
+    Command("vol-create-as", "create a volume from a set of args", "cmd_storage:cmd_vol_create_as", (
+        _s("pool", "pool name", required=True), _s("name", "name of the volume", required=True),
+        _s("capacity", "size of the vol, as scaled integer (default bytes)", required=True),
+        _s("allocation", "initial allocation size, as scaled integer (default bytes)", positional=False),
+        _s("format", "file format type raw,bochs,qcow,qcow2,qed,vmdk", positional=False),
+        _s("backing-vol", "the backing volume if taking a snapshot", positional=False),
+        _s("backing-vol-format", "format of backing volume if taking a snapshot", positional=False),
+        _b("prealloc-metadata", "preallocate metadata (for qcow2 instead of full allocation)"),
+        _b("print-xml", "print XML document, but don't define/create"))),
+    Command("vol-create-from", "create a vol, using another volume as input",
+            "cmd_storage:cmd_vol_create_from", (
+                _s("pool", "pool name or uuid", required=True),
+                _s("file", "file containing an XML vol description", required=True),
+                _s("vol", "vol name, key or path", required=True),
+                _s("inputpool", "pool name or uuid of the input volume's pool", positional=False),
+                _b("prealloc-metadata", "preallocate metadata (for qcow2 instead of full allocation)"),
+                _b("reflink", "use btrfs COW lightweight copy"),
+                _b("validate", "validate the XML against the schema"))),
+    Command("vol-clone", "clone a volume.", "cmd_storage:cmd_vol_clone", (
+        _s("vol", "vol name, key or path", required=True), _s("newname", "clone name", required=True),
+        _s("pool", "pool name or uuid", positional=False),
+        _b("prealloc-metadata", "preallocate metadata (for qcow2 instead of full allocation)"),
+        _b("reflink", "use btrfs COW lightweight copy"))),
+    Command("vol-list", "list vols", "cmd_storage:cmd_vol_list", (
+        _s("pool", "pool name or uuid", required=True),
+        _b("details", "display extended details for volumes"))),
+    *(Command(f"vol-{verb}", text, f"cmd_storage:cmd_vol_{verb.replace('-', '_')}",
+              (_s("vol", {"path": "volume name or key", "key": "volume name or path"}.get(
+                  verb, "vol name, key or path"), required=True),
+               *(o for o in extra if o.required), _s("pool", "pool name or uuid", positional=False),
+               *(o for o in extra if not o.required))) for verb, text, extra in (
+        ("info", "storage vol information", (_b("bytes", "sizes are represented in bytes rather than pretty "
+                                                "units"), _b("physical", "return the physical size of the "
+                                                             "volume in allocation field"))),
+        ("dumpxml", "vol information in XML", ()),
+        ("delete", "delete a vol", (_b("delete-snapshots", "delete snapshots associated with volume (must be "
+                                      "supported by storage driver)"),)),
+        ("wipe", "wipe a vol", (_s("algorithm", "perform selected wiping algorithm", positional=False),)),
+        ("resize", "resize a vol", (_s("capacity", "new capacity for the vol, as scaled integer (default "
+                                       "bytes)", required=True),
+                                    _b("allocate", "allocate the new capacity, rather than leaving it "
+                                       "sparse"),
+                                    _b("delta", "use capacity as a delta to current size, rather than the "
+                                       "new size"),
+                                    _b("shrink", "allow the resize to shrink the volume"))),
+        ("upload", "upload file contents to a volume", (
+            _s("file", "file", required=True), _n("offset", "volume offset to upload to"),
+            _n("length", "amount of data to upload"), _b("sparse", "preserve sparseness of volume"))),
+        ("download", "download volume contents to a file", (
+            _s("file", "file", required=True), _n("offset", "volume offset to download from"),
+            _n("length", "amount of data to download"), _b("sparse", "preserve sparseness of volume"))),
+        ("path", "returns the volume path for a given volume name or key", ()),
+        ("key", "returns the volume key for a given volume name or path", ()))),
+    Command("vol-name", "returns the volume name for a given volume key or path", "cmd_storage:cmd_vol_name",
+            (_s("vol", "volume key or path", required=True),)),
+    Command("vol-pool", "returns the storage pool for a given volume key or path", "cmd_storage:cmd_vol_pool",
+            (_s("vol", "volume key or path", required=True),
+             _b("uuid", "return the pool uuid rather than pool name"))),
     Command("complete", "internal command for autocompletion", "complete:cmd_complete",
             (Opt("args", "argv", "partial string to autocomplete"),), local=True),
 )}

@@ -8,11 +8,18 @@ daemon never starts half-configured.
 Differences from libvirtd, on purpose:
 
 * Features pyvirtd does not have yet are refused with a clear error instead of being half-used:
-  TLS (``listen_tls = 1``, needed only with ``--listen``), SASL and polkit (``auth_* = "sasl"`` or
-  ``"polkit"``). TCP without authentication is allowed only when ``auth_tcp = "none"`` is written
-  in the file: libvirtd's default for ``auth_tcp`` is ``"sasl"``, and silently serving plain TCP
-  without it would open the host to anyone on the network.
-* ``listen_tls`` defaults to 0 (libvirtd: 1), since TLS is not available yet.
+  polkit (``auth_* = "polkit"``). SASL (:mod:`pyvirt.daemon.sasl`) works on the UNIX sockets and
+  on TLS; on the plain TCP listener it is refused at start-up, since libvirt requires a security
+  layer there that SCRAM does not have. TCP without authentication is allowed only when
+  ``auth_tcp = "none"`` is written in the file: libvirtd's default for ``auth_tcp`` is
+  ``"sasl"``, and silently serving plain TCP without it would open the host to anyone on the
+  network.
+* ``sasl_max_failures`` and ``sasl_failure_window`` are pyvirtd's own keys: the rate limit of
+  failed SASL attempts per peer (libvirtd has none).
+* ``listen_tls`` defaults to 0 (libvirtd: 1): ``--listen`` alone opens no port that needs
+  certificates to exist (see :mod:`pyvirt.daemon.tls` for where they are looked for).
+* ``tls_priority`` is accepted but has no effect: it is a GnuTLS priority string, and pyvirtd's
+  TLS is OpenSSL's.
 * ``tcp_port``/``tls_port`` may be written as a number as well as a string (libvirtd takes only
   the string form).
 * Unknown keys are ignored, as libvirtd does, but reported as warnings with the closest known
@@ -62,8 +69,7 @@ class LogOutput:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    listen_tls: bool = _key(Kind.BOOL, "Listen for TLS connections (with --listen); not supported yet.",
-                            False)
+    listen_tls: bool = _key(Kind.BOOL, "Listen for TLS connections (with --listen).", False)
     listen_tcp: bool = _key(Kind.BOOL, "Listen for plain TCP connections (with --listen).", False)
     tls_port: int = _key(Kind.PORT, "Port of the TLS listener.", 16514)
     tcp_port: int = _key(Kind.PORT, "Port of the TCP listener.", 16509)
@@ -85,10 +91,17 @@ class DaemonConfig:
     ca_file: str | None = _key(Kind.STR, "TLS certificate authority.")
     crl_file: str | None = _key(Kind.STR, "TLS certificate revocation list.")
     tls_no_verify_certificate: bool = _key(Kind.BOOL, "Do not check client certificates.", False)
+    tls_no_sanity_certificate: bool = _key(Kind.BOOL, "Do not check the server's own certificate "
+                                                      "and CA at start-up.", False)
     tls_allowed_dn_list: tuple[str, ...] = _key(Kind.STR_LIST, "Client certificate DNs allowed "
                                                                "(wildcards).", ())
     sasl_allowed_username_list: tuple[str, ...] = _key(Kind.STR_LIST, "SASL user names allowed "
                                                                       "(wildcards).", ())
+    sasl_max_failures: int = _key(Kind.UINT, "pyvirtd only: failed SASL attempts a peer may make "
+                                             "within sasl_failure_window before being refused "
+                                             "(0: no limit).", 5)
+    sasl_failure_window: int = _key(Kind.UINT, "pyvirtd only: seconds over which "
+                                               "sasl_max_failures counts.", 60)
 
     max_clients: int = _key(Kind.UINT, "Most clients connected at once; more are turned away.", 5000)
     max_queued_clients: int = _key(Kind.UINT, "Backlog of connections not yet accepted.", 1000)
@@ -131,7 +144,7 @@ SCHEMA: Mapping[str, tuple[Kind, str]] = MappingProxyType({
 
 #: libvirtd.conf keys pyvirtd accepts without acting on them yet.
 INERT_KEYS = frozenset({
-    "unix_sock_admin_perms", "tls_priority", "tls_no_sanity_certificate", "tcp_min_ssf",
+    "unix_sock_admin_perms", "tls_priority", "tcp_min_ssf",
     "access_drivers", "max_anonymous_clients", "min_workers", "keepalive_required",
     "admin_min_workers", "admin_max_workers", "admin_max_clients", "admin_max_queued_clients",
     "admin_max_client_requests", "admin_keepalive_interval", "admin_keepalive_count",
@@ -242,12 +255,13 @@ class _Loader:
 
 
 def _check(config: DaemonConfig) -> None:
-    for key in ("auth_unix_ro", "auth_unix_rw"):
+    for key in ("auth_unix_ro", "auth_unix_rw", "auth_tls"):
         auth = getattr(config, key)
-        if auth != "none":
-            raise config.error(key, f'{key} = "{auth}": {auth} authentication is not supported by '
-                                    'pyvirtd yet; set it to "none" and rely on the socket '
-                                    "permissions (unix_sock_*_perms, unix_sock_group)")
+        if auth == "polkit":
+            raise config.error(key, f'{key} = "polkit": polkit authentication is not supported by '
+                                    'pyvirtd yet; use "sasl" (pyvirt.daemon.sasl) or "none" and '
+                                    "rely on the socket permissions (unix_sock_*_perms, "
+                                    "unix_sock_group)")
     if config.max_workers < 1:
         raise config.error("max_workers", "max_workers must be at least 1")
     if config.max_clients < 1:

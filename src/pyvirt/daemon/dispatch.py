@@ -40,7 +40,7 @@ from pyvirt.rpc.protocol import (
     ProtocolError,
     RemoteError,
     Status,
-    encode_message,
+    encode_reply,
     remote_error_record,
 )
 from pyvirt.rpc.xdr import REMOTE_ERROR, Reader
@@ -82,11 +82,22 @@ def no_support(detail: str, domain: int = codes.VIR_FROM_RPC) -> RemoteError:
                   codes.VIR_ERR_NO_SUPPORT, domain)
 
 
+#: The public API files that report from their own error domain (libvirt-secret.c,
+#: libvirt-storage.c, libvirt-network.c), by the first word of the procedure's name.
+_API_DOMAINS = {"SECRET": codes.VIR_FROM_SECRET, "STORAGE": codes.VIR_FROM_STORAGE,
+                "NETWORK": codes.VIR_FROM_NETWORK}
+
+
 def denied(proc: Procedure) -> RemoteError:
-    # libvirt-domain.c reports from VIR_FROM_DOMAIN, libvirt-qemu.c (the QEMU program) and
-    # libvirt.c from VIR_FROM_NONE
-    domain = (codes.VIR_FROM_DOMAIN if "DOMAIN" in proc.name and proc.program == Program.REMOTE
-              else codes.VIR_FROM_NONE)
+    # libvirt-domain.c reports from VIR_FROM_DOMAIN, the secondary drivers' API files from theirs,
+    # libvirt-qemu.c (the QEMU program) and libvirt.c from VIR_FROM_NONE
+    first = proc.name.split("_", 1)[0]
+    if proc.program != Program.REMOTE:
+        domain = codes.VIR_FROM_NONE
+    elif first in _API_DOMAINS:
+        domain = _API_DOMAINS[first]
+    else:
+        domain = codes.VIR_FROM_DOMAIN if "DOMAIN" in proc.name else codes.VIR_FROM_NONE
     return _error("operation forbidden: %s", f"read only access prevents {api_name(proc)}",
                   codes.VIR_ERR_OPERATION_DENIED, domain)
 
@@ -144,6 +155,11 @@ class ClientSession:
         self.lock = threading.Lock()
         #: Its event registrations; the connection behind them holds the API's side.
         self.events = ClientEvents()
+        #: REMOTE_AUTH_* its socket asks for; while ``auth_pending``, only AUTH_* procedures are
+        #: served. ``sasl`` holds the SASL exchange (pyvirt.daemon.sasl), set on admission.
+        self.auth_type = 0
+        self.auth_pending = False
+        self.sasl: Any = None
 
     def require_conn(self) -> virConnect:
         conn = self.conn
@@ -295,7 +311,7 @@ class Dispatcher:
 
     def _reply(self, session: ClientSession, h: Header, proc: Procedure, result: Any) -> bytes:
         try:
-            return encode_message(self._reply_header(h, Status.OK), proc.ret.encode(result))
+            return encode_reply(h, Status.OK, proc.ret, result)
         except ProtocolError as exc:  # a reply that does not fit (too large, bad value)
             log.error("client %s: cannot encode the reply to %s: %s", session.peer,
                       proc.full_name, exc)
@@ -309,12 +325,11 @@ class Dispatcher:
     def error_frame(self, h: Header, exc: BaseException) -> bytes:
         rec = remote_error_record(exc)
         try:
-            payload = REMOTE_ERROR.encode(rec)
+            return encode_reply(h, Status.ERROR, REMOTE_ERROR, rec)
         except ProtocolError:  # e.g. a message over the string cap: send it cut
             rec.message = (rec.message or "")[:4096]
             rec.str1 = rec.str2 = rec.str3 = None
-            payload = REMOTE_ERROR.encode(rec)
-        return encode_message(self._reply_header(h, Status.ERROR), payload)
+            return encode_reply(h, Status.ERROR, REMOTE_ERROR, rec)
 
     def _check(self, h: Header) -> Procedure:
         """The procedure of a CALL header, or the error libvirtd gives for it."""
@@ -328,6 +343,9 @@ class Dispatcher:
         return proc
 
     def _decode(self, session: ClientSession, proc: Procedure, msg: Message) -> tuple[Handler, Any]:
+        if session.auth_pending and not (proc.program == Program.REMOTE
+                                         and proc.name.startswith("AUTH_")):
+            raise rpc_error("authentication required")  # libvirtd's words and code
         handler = self.handlers.get(proc.program, proc.number)
         if msg.nfds:
             raise rpc_error(f"{proc.full_name}: file descriptor passing is not supported by "

@@ -51,7 +51,8 @@ def _method(session: ClientSession, name: str, proc_name: str) -> Any:
 
 @_h("AUTH_LIST", needs_open=False, blocking=False)
 def auth_list(session: ClientSession, args: None) -> Any:
-    return {"types": [0]}  # auth none: SASL and polkit are refused at configuration time
+    # The socket's auth (set on admission, pyvirt.daemon.sasl); polkit is refused at start-up.
+    return {"types": [session.auth_type]}
 
 
 @_h("CONNECT_SUPPORTS_FEATURE", needs_open=False, blocking=False)
@@ -197,4 +198,6 @@ from pyvirt.daemon import (  # noqa: E402,F401
     handlers_qemu,
     handlers_secret,
     handlers_storage,
+    handlers_stream,
+    sasl,
 )

@@ -7,6 +7,9 @@
 
 Readiness: the pid file (``--pid-file``, else ``pyvirtd.pid`` next to the sockets) appears, whole,
 only once every socket accepts connections; ``NOTIFY_SOCKET`` gets ``READY=1`` at the same moment.
+``--timeout SECS``: exit once no client has been connected and no domain has run for SECS
+seconds, removing the sockets and the pid file (libvirtd's semantics; a connection to
+``qemu+unix:///session`` starts ``pyvirtd --timeout 120`` on demand: :mod:`pyvirt.rpc.autostart`).
 Exit status: 0 after SIGTERM/SIGINT or the idle timeout, 1 when the configuration or the
 instance forbids starting (nothing is then left bound or written), 2 for bad command-line usage.
 
@@ -38,9 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, metavar="DIR",
                    help="serve the embed instance qemu:///embed?root=DIR, sockets in DIR/run")
     p.add_argument("-l", "--listen", action="store_true",
-                   help="also listen on TCP as pyvirtd.conf says (listen_tcp, tcp_port, listen_addr)")
+                   help="also listen on TCP and TLS as pyvirtd.conf says (listen_tcp, tcp_port, "
+                        "listen_tls, tls_port, listen_addr)")
     p.add_argument("-t", "--timeout", type=float, metavar="SECS",
-                   help="exit after SECS seconds without any client")
+                   help="exit after SECS seconds without any client and without running "
+                        "domains (the session daemon started on demand uses 120)")
     p.add_argument("-p", "--pid-file", type=Path, metavar="FILE",
                    help="where to write the daemon's pid once it accepts connections")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")

@@ -16,6 +16,10 @@ Keepalive follows libvirtd: a client that asked for CONNECT_SUPPORTS_FEATURE(kee
 a PING after ``keepalive_interval`` seconds of silence and dropped when ``keepalive_count`` PINGs
 go unanswered; PINGs from clients are answered with PONGs, unsolicited PONGs are fine.
 
+Data streams (guest consoles) run on the event loop, bound to the serial of the call that opened
+them (:mod:`pyvirt.daemon.streams`); a client's stream data waiting for a slow endpoint counts
+against it like calls in flight, and a stream is read only while its client takes our output.
+
 A protocol violation that breaks the framing (a bad length word) closes that client's connection;
 anything a well-framed message can get wrong is answered with an error reply. Nothing a client
 sends can stop the daemon or touch another client.
@@ -42,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from pyvirt.daemon.config import DaemonConfig
 from pyvirt.daemon.dispatch import ClientSession, Dispatcher, HandlerTable, PendingCall
 from pyvirt.daemon.instance import PID_NAME, SOCKET_NAME, SOCKET_RO_NAME, ServedInstance
+from pyvirt.daemon.streams import ClientStreams
 from pyvirt.errors import OperationFailed, PyvirtError
 from pyvirt.rpc.protocol import (
     PROTOCOL_VERSION,
@@ -79,7 +84,7 @@ _PONG = encode_message(Header(Program.KEEPALIVE, PROTOCOL_VERSION, KeepaliveProc
 class Listener:
     """One socket to listen on: UNIX (path, read-only or not) or TCP (host, port)."""
 
-    kind: str  # "unix" or "tcp"
+    kind: str  # "unix", "tcp" or "tls"
     path: Path | None = None
     readonly: bool = False
     mode: int = 0o700
@@ -89,7 +94,7 @@ class Listener:
     def describe(self) -> str:
         if self.kind == "unix":
             return f"{self.path} ({'read-only' if self.readonly else 'read-write'})"
-        return f"tcp {self.host or '*'}:{self.port}"
+        return f"{self.kind} {self.host or '*'}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class DaemonOptions:
     instance: ServedInstance
     config: DaemonConfig
     listen: bool = False
-    #: Exit after this many seconds without clients.
+    #: Exit after this many seconds without clients and without running domains.
     timeout: float | None = None
     pid_file: Path | None = None
 
@@ -118,17 +123,16 @@ def plan_listeners(options: DaemonOptions) -> list[Listener]:
     if not options.listen:
         return plans
     if config.listen_tls:
-        raise config.error("listen_tls", "listen_tls = 1: TLS is not supported by pyvirtd yet; set "
-                                         "listen_tls = 0 (and use listen_tcp on a trusted network, "
-                                         "or SSH)")
+        plans.append(Listener("tls", host=config.listen_addr, port=config.tls_port))
     if config.listen_tcp:
+        from pyvirt.daemon.sasl import check_tcp_sasl
+
+        check_tcp_sasl(config)  # SCRAM cannot give plain TCP the security layer libvirt requires
         if config.auth_tcp != "none" or not config.explicit("auth_tcp"):
-            how = (f'auth_tcp = "{config.auth_tcp}"' if config.explicit("auth_tcp")
-                   else 'auth_tcp is not set (its default is "sasl")')
-            raise config.error("auth_tcp" if config.explicit("auth_tcp") else "listen_tcp",
-                               f"{how}: SASL authentication is not supported by pyvirtd yet, and "
-                               'TCP without authentication must be asked for: write auth_tcp = "none" '
-                               "(anyone who can reach the port gets full control of the host)")
+            raise config.error("auth_tcp", f'auth_tcp = "{config.auth_tcp}" is not supported by '
+                                           'pyvirtd; TCP without authentication must be asked '
+                                           'for: write auth_tcp = "none" (anyone who can reach '
+                                           "the port gets full control of the host)")
         plans.append(Listener("tcp", host=config.listen_addr, port=config.tcp_port))
     return plans
 
@@ -268,6 +272,10 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._read_paused = False
         self._peer = "(connecting)"
+        #: Its data streams (pyvirt.daemon.streams), by the serial of the call that opened each.
+        self.streams = ClientStreams(self.loop, self._peer, write=self.write,
+                                     can_send=lambda: not self._write_paused,
+                                     wake=lambda: self.loop.call_soon(self._process))
 
     @property
     def peer(self) -> str:
@@ -283,7 +291,7 @@ class ClientConnection(asyncio.Protocol):
             self.closed = True
             transport.close()
             return
-        self._peer = self.session.peer
+        self._peer = self.streams.peer = self.session.peer
         self.session.events.post = self.post_event
 
     def data_received(self, data: bytes) -> None:
@@ -317,6 +325,7 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self.streams.resume_output()
         self._process()
 
     # ---- calls ----
@@ -324,7 +333,8 @@ class ClientConnection(asyncio.Protocol):
     def _process(self) -> None:
         """Handle the messages received so far, as far as the limits allow."""
         while self.waiting and not self.closed:
-            if len(self.calls) >= self.max_calls or self._write_paused:
+            if (len(self.calls) >= self.max_calls or self._write_paused
+                    or self.streams.backlogged()):
                 if not self._read_paused and self.transport is not None:
                     self.transport.pause_reading()
                     self._read_paused = True
@@ -340,6 +350,9 @@ class ClientConnection(asyncio.Protocol):
             if h.proc == KeepaliveProc.PING:
                 self.write(_PONG)
             return  # a PONG only proves the client alive, which last_received already notes
+        if h.type in (MessageType.STREAM, MessageType.STREAM_HOLE):
+            self.streams.deliver(msg)
+            return
         # (a CALL to the keepalive program is answered "Cannot find program", as by libvirtd)
         if h.type not in (MessageType.CALL, MessageType.CALL_WITH_FDS):
             # libvirtd drops replies, events and stream data it did not expect, silently
@@ -360,12 +373,20 @@ class ClientConnection(asyncio.Protocol):
 
     async def handle_call(self, call: PendingCall) -> None:
         assert self.session is not None
+        slot = None
+        if call.proc.stream:  # its handler may open a stream, started once the reply is out
+            call, slot = self.streams.bind(call)
+        frame: bytes | None = None
         try:
             frame = await self.daemon.dispatcher.finish(self.session, call)
         except Exception:
             log.exception("client %s: dispatching %s failed", self.peer, call.header.describe())
             return
-        self.write(frame)
+        finally:
+            if frame is not None:
+                self.write(frame)
+            if slot is not None:
+                self.streams.opened(slot, frame)
         if self.session.hangup:
             self.close()  # CONNECT_CLOSE: the reply is out, now hang up as libvirtd does
 
@@ -432,6 +453,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def finish(self) -> None:
         self.close()
+        self.streams.close_all()
         if self._keepalive is not None:
             self._keepalive.cancel()
         session = self.session
@@ -474,7 +496,12 @@ class Daemon:
         self._idle_since = 0.0
         self._signals = False
         self.tcp_ports: list[int] = []
+        self.tls_ports: list[int] = []
         self._next_id = 0
+        from pyvirt.daemon.sasl import SaslServer
+
+        #: SASL for the sockets that ask for it: database, allow-list, rate limit.
+        self.sasl = SaslServer(config, self.instance)
 
     # ---- starting ----
 
@@ -495,6 +522,7 @@ class Daemon:
             self._conn = await loop.run_in_executor(self.workers, pyvirt.connection.open,
                                                     self.instance.uri)
             await self._warm_up(loop, self._conn)
+            self.sasl.check_start()
             for plan in plans:
                 await self._listen(plan, gid)
             # Handlers before the pid file: whoever sees the daemon ready may signal it at once
@@ -544,12 +572,19 @@ class Daemon:
             self._unix_paths.append(plan.path)
             server = await loop.create_unix_server(factory(plan.readonly, "unix"), sock=sock)
         else:
+            accept: Callable[[], asyncio.Protocol] = factory(False, plan.kind)
+            if plan.kind == "tls":  # handshake and certificate checks first (pyvirt.daemon.tls)
+                from pyvirt.daemon.tls import TLSAcceptor, load_server_tls
+
+                tls, make_client = load_server_tls(self.config, self.instance), accept
+                accept = lambda: TLSAcceptor(tls, make_client)  # noqa: E731
             try:
-                server = await loop.create_server(factory(False, "tcp"), plan.host, plan.port,
+                server = await loop.create_server(accept, plan.host, plan.port,
                                                   backlog=backlog, reuse_address=True)
             except OSError as exc:
                 raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
-            self.tcp_ports.extend(s.getsockname()[1] for s in server.sockets)
+            ports = self.tls_ports if plan.kind == "tls" else self.tcp_ports
+            ports.extend(s.getsockname()[1] for s in server.sockets)
         self._servers.append(server)
 
     # ---- clients ----
@@ -557,9 +592,9 @@ class Daemon:
     def _identify(self, transport: asyncio.BaseTransport, kind: str) -> tuple[str, bool]:
         """A name for logs, and whether the peer may connect at all."""
         self._next_id += 1
-        if kind == "tcp":
+        if kind in ("tcp", "tls"):
             host, port = transport.get_extra_info("peername")[:2]
-            return f"#{self._next_id} tcp {host}:{port}", True
+            return f"#{self._next_id} {kind} {host}:{port}", True
         sock = transport.get_extra_info("socket")
         try:
             pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
@@ -585,6 +620,9 @@ class Daemon:
                  "read-only" if client.readonly else client.kind)
         session = ClientSession(self.instance, readonly_socket=client.readonly,
                                 transport=client.kind, peer=peer)
+        from pyvirt.daemon.sasl import peer_key
+
+        self.sasl.admit(session, client.kind, client.readonly, peer_key(transport, client.kind))
         self.clients.add(client)
         task = asyncio.get_running_loop().create_task(client.lifetime())
         self._client_tasks.add(task)
@@ -625,9 +663,24 @@ class Daemon:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), tick)
-            if not self.clients and loop.time() - self._idle_since >= timeout:
-                log.info("no clients for %s s: exiting (--timeout)", timeout)
+            if self.clients:
+                continue
+            # As libvirtd: running domains keep the daemon, and the idle time counts from the
+            # moment the last one stopped (the query may wait for a start: not on the loop).
+            if await loop.run_in_executor(None, self._domains_running):
+                self._idle_since = loop.time()
+            elif loop.time() - self._idle_since >= timeout:
+                log.info("no clients and no running domains for %s s: exiting (--timeout)",
+                         timeout)
                 return
+
+    def _domains_running(self) -> bool:
+        conn = self._conn
+        try:
+            return conn is not None and conn.numOfDomains() > 0
+        except PyvirtError as exc:
+            log.warning("cannot tell whether domains run (%s): staying up", exc)
+            return True
 
     async def shutdown(self) -> None:
         log.info("shutting down")
@@ -676,6 +729,11 @@ class Daemon:
 
 def check_config(options: DaemonOptions) -> None:
     """Everything that can be checked without binding or opening anything."""
-    plan_listeners(options)
+    plans = plan_listeners(options)
     _resolve_group(options.config)
+    if any(plan.kind == "tls" for plan in plans):
+        from pyvirt.daemon.tls import load_server_tls
+
+        # the files exist and pass the checks (warnings come when the listener opens)
+        load_server_tls(options.config, options.instance, warn=False)
 

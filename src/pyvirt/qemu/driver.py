@@ -439,6 +439,9 @@ class QemuDriver:
             raise PyvirtError(f"invalid argument: unsupported config type {native_format}",
                               code=codes.VIR_ERR_INVALID_ARG, domain=codes.VIR_FROM_QEMU)
         dom = self.domains.parse(xml)
+        from pyvirt.storage.translate import resolve_volume_disks
+
+        resolve_volume_disks(self, dom)  # <disk type='volume'>: the storage driver's file
         name = dom.name or ""
         all_caps = capabilities.load_all(self.paths.cache_dir)
         binary = dom.devices.emulator if dom.devices is not None else None
@@ -455,8 +458,14 @@ class QemuDriver:
         for i, net in enumerate(dom.devices.interfaces if dom.devices is not None else []):
             if net.type in ("network", "bridge", "ethernet"):
                 tap_fds[device_alias(net, f"net{i}")] = [4 + len(tap_fds)]
+        # LUKS passphrases are looked up and encrypted with a throwaway master key, as libvirt's
+        # pretend start does (a missing secret is the same error as at start)
+        from pyvirt.secret.disk import disk_secret_values, encrypt_for_qemu
+
+        disk_secrets = encrypt_for_qemu(os.urandom(32), disk_secret_values(self, dom))
         runtime = CommandRuntime(domain_id=-1, lib_dir=str(lib_dir), tap_fds=tap_fds,
-                                 monitor_path=str(self.paths.monitor_socket(-1, name)))
+                                 monitor_path=str(self.paths.monitor_socket(-1, name)),
+                                 disk_secrets=disk_secrets)
         return format_argv_line(build_command(dom, caps, self.conf, runtime))
 
     def destroy_domain(self, name: str, *, graceful: bool = True, sigterm_only: bool = False) -> None:

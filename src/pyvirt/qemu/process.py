@@ -70,6 +70,7 @@ from pyvirt.qemu.domstate import (  # noqa: F401 - re-exported: process.VIR_DOMA
 from pyvirt.qemu.monitor import Disconnect, Monitor, QMPEvent, ShutdownEvent
 from pyvirt.qemu.security import LaunchSecurity, prime_cgroup_migration
 from pyvirt.qemu.security import restore as restore_security
+from pyvirt.storage.translate import resolve_volume_disks
 
 if TYPE_CHECKING:
     from pyvirt.qemu.driver import QemuDriver
@@ -300,6 +301,7 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     """
     from pyvirt.qemu import capabilities
     from pyvirt.qemu.command import CommandRuntime, build_command, format_argv_line
+    from pyvirt.secret.disk import disk_secret_values, encrypt_for_qemu
 
     name = dom.name or ""
     if name in driver.running:
@@ -327,16 +329,21 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
                                 f"usable with {binary} on this host ({caps.kvm.reason}); fix KVM, or set "
                                 "<domain type='qemu'> to run it under TCG emulation")
     # PrepareDomain: what libvirt resolves before touching the host (networks, disk sources).
-    _check_networks(dom)
+    _check_networks(driver, dom)
     live = copy.deepcopy(dom)
+    resolve_volume_disks(driver, live)  # <disk type='volume'>: the storage driver's file
     _check_disk_sources(live)
+    # the passphrases of LUKS disks (a missing secret fails here, before the host is touched)
+    disk_values = disk_secret_values(driver, live)
     domain_id = _allocate_id(driver)
     lib_dir = driver.paths.domain_lib_dir(domain_id, name)
     monitor_path = driver.paths.monitor_socket(domain_id, name)
     live.id = domain_id
     # Checked without side effects first (a pretend build), so an unsupported device costs nothing.
     build_command(live, caps, driver.conf,
-                  CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_path=str(monitor_path)))
+                  CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_path=str(monitor_path),
+                                 disk_secrets=encrypt_for_qemu(os.urandom(32), disk_values),
+                                 tap_fds=_pretend_taps(live)))
     forget_shutoff(driver, name)
     if not persistent:
         with driver.running_lock:
@@ -354,11 +361,14 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
         sec = LaunchSecurity(driver, live, cgroup_host)
         lib_dir.mkdir(mode=0o700, parents=True, exist_ok=False)
         sec.own(lib_dir)
-        _write_master_key(lib_dir, sec)
+        master_key = _write_master_key(lib_dir, sec)
         listener = proc.listen_unix(monitor_path)
+        taps = None
         try:
+            taps = _open_taps(driver, live)  # <interface type='network'|'bridge'>: pyvirt.network.taps
             runtime = CommandRuntime(domain_id=domain_id, lib_dir=str(lib_dir), monitor_fd=listener.fileno(),
-                                     channel_dir=str(lib_dir), vnc_port=vnc_port)
+                                     channel_dir=str(lib_dir), vnc_port=vnc_port,
+                                     disk_secrets=encrypt_for_qemu(master_key, disk_values), tap_fds=taps.fds)
             cmd = build_command(live, caps, driver.conf, runtime)
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
@@ -368,16 +378,19 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
                 # Launch
                 qemu_argv = [cmd.binary, *cmd.argv]
                 pid = proc.spawn_detached(sec.command(qemu_argv, cmd.env), cmd.env, cwd=str(lib_dir),
-                                          log_fd=log_fd, pass_fds=[listener.fileno()], exec_argv=qemu_argv)
+                                          log_fd=log_fd, pass_fds=[listener.fileno(), *taps.all_fds()],
+                                          exec_argv=qemu_argv)
             finally:
                 os.close(log_fd)
         finally:
             # QEMU holds its own copy: once ours is closed, a QEMU that dies ends our connection.
             listener.close()
+            if taps is not None:
+                taps.close()  # QEMU's copies keep the taps; they vanish when it exits
         try:
             identity = proc.ProcessIdentity.of(pid)
         except (ProcessLookupError, FileNotFoundError):
-            raise _early_exit(name, log_path, log_start) from None
+            raise _early_exit(name, log_path, log_start, live) from None
         rd = RunningDomain(name=name, uuid=dom.uuid or "", domain_id=domain_id, identity=identity,
                            monitor_path=monitor_path, lib_dir=lib_dir, status_path=status_path(driver, name),
                            log_path=log_path, xml=live.to_xml(inactive=False, secure=True),
@@ -389,7 +402,7 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
             _attach_monitor(driver, rd, MONITOR_START_TIMEOUT)
         except PyvirtError as e:
             if proc.wait_for_exit(pid, 1.0):
-                raise _early_exit(name, log_path, log_start) from e
+                raise _early_exit(name, log_path, log_start, live) from e
             raise
         assert rd.monitor is not None
         if rd.on_reboot == "destroy":
@@ -425,20 +438,22 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     return rd
 
 
-def _write_master_key(lib_dir: Path, sec: LaunchSecurity) -> None:
+def _write_master_key(lib_dir: Path, sec: LaunchSecurity) -> bytes:
     """libvirt's qemuDomainMasterKeyCreate: 32 random bytes QEMU reads as secret 'masterKey0'."""
     from pyvirt.qemu.command import MASTER_KEY_FILE
 
     path = lib_dir / MASTER_KEY_FILE
+    key = os.urandom(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, os.urandom(32))
+        os.write(fd, key)
     finally:
         os.close(fd)
     sec.own(path)
+    return key
 
 
-def _early_exit(name: str, log_path: Path, offset: int) -> StartError:
+def _early_exit(name: str, log_path: Path, offset: int, dom: Domain | None = None) -> StartError:
     try:
         with open(log_path, "rb") as f:
             f.seek(offset)
@@ -449,6 +464,12 @@ def _early_exit(name: str, log_path: Path, offset: int) -> StartError:
     said = text.split("\n", 2)[2] if text.count("\n") >= 2 else ""
     tail = said.strip()[-LOG_TAIL_BYTES:]
     detail = f": {tail}" if tail else f" without a word; see {log_path}"
+    if dom is not None:
+        from pyvirt.secret.disk import luks_open_failure
+
+        luks = luks_open_failure(dom, said)
+        if luks is not None:
+            detail = f": {luks}"
     return StartError(f"internal error: QEMU of domain '{name}' exited while starting up{detail}")
 
 
@@ -471,20 +492,27 @@ def _cleanup_failed(driver: QemuDriver, rd: RunningDomain | None, pid: int | Non
 
 # --- host resources checked or reserved before launching -------------------------------------------
 
-def _check_networks(dom: Domain) -> None:
-    """libvirt's network lookup of PrepareDomain, for ``<interface type='network'>``.
-
-    pyvirt has no network driver yet, so every named network is missing: the start fails here, as
-    libvirt's does for an undefined network, rather than with a builder error about tap devices.
-    """
+def _check_networks(driver: QemuDriver, dom: Domain) -> None:
+    """libvirt's network lookup of PrepareDomain, for ``<interface type='network'|'bridge'>``: an
+    unknown or inactive network, a missing bridge, an unprivileged instance are refused here, before
+    the host is touched (:mod:`pyvirt.network.taps`)."""
     assert dom.devices is not None
-    for net in dom.devices.interfaces:
-        if net.type != "network":
-            continue
-        network = net.source.network if net.source is not None else None
-        detail = f"no network with matching name '{network or ''}'"
-        raise PyvirtError(f"Network not found: {detail}", code=codes.VIR_ERR_NO_NETWORK,
-                          domain=codes.VIR_FROM_NETWORK, str1="Network not found: %s", str2=detail)
+    if any(net.type in ("network", "bridge") for net in dom.devices.interfaces):
+        from pyvirt.network.taps import check_interfaces
+
+        check_interfaces(driver, dom)
+
+
+def _pretend_taps(dom: Domain) -> dict[str, list[int]]:
+    from pyvirt.network.taps import pretend_tap_fds
+
+    return pretend_tap_fds(dom)
+
+
+def _open_taps(driver: QemuDriver, live: Domain) -> Any:
+    from pyvirt.network.taps import open_taps
+
+    return open_taps(driver, live)
 
 
 def _check_disk_sources(live: Domain) -> None:

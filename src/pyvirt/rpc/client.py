@@ -16,12 +16,13 @@ Values are the records of :mod:`pyvirt.rpc.procedures`: ``client.call("CONNECT_G
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import NotSupported, PyvirtError
@@ -44,6 +45,11 @@ from pyvirt.rpc.protocol import (
 from pyvirt.rpc.xdr import REMOTE_ERROR
 from pyvirt.uri import parse_uri
 
+if TYPE_CHECKING:
+    import ssl
+
+    from pyvirt.rpc.sasl import AuthOptions
+
 __all__ = ["RPCClient", "Client", "Stream", "SyncStream", "ClientState", "ConnectionClosed",
            "CONNECT_RO", "DEFAULT_SOCKET", "DEFAULT_SOCKET_RO"]
 
@@ -59,6 +65,8 @@ EventHandler = Callable[[Procedure, Any], None]
 CloseCallback = Callable[[PyvirtError | None], None]
 
 _READ_CHUNK = 256 * 1024
+#: libvirt's VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX: the largest data frame its client sends.
+_STREAM_CHUNK = 256 * 1024 - 24
 
 
 class ConnectionClosed(PyvirtError):
@@ -83,6 +91,16 @@ class Stream:
         self._incoming: asyncio.Queue[bytes | PyvirtError] = asyncio.Queue()
         self._finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._eof = False
+        #: Called on the client's loop whenever something arrives for the reader (data, the end,
+        #: an error): what a synchronous wrapper hangs its stream events on.
+        self.on_ready: Callable[[], None] | None = None
+
+    def _ready(self) -> None:
+        if self.on_ready is not None:
+            try:
+                self.on_ready()
+            except Exception:  # a broken callback must not kill the connection
+                log.exception("stream callback failed")
 
     def _header(self, status: Status) -> Header:
         return Header(self.proc.program, PROTOCOL_VERSION, self.proc.number, MessageType.STREAM,
@@ -108,6 +126,7 @@ class Stream:
                 self._fail(exc)
         else:
             self._fail(ProtocolError(f"stream message with bad status: {h.describe()}"))
+        self._ready()
 
     def _fail(self, exc: PyvirtError) -> None:
         self._incoming.put_nowait(exc)
@@ -115,6 +134,29 @@ class Stream:
             self._finished.set_exception(exc)
             self._finished.exception()  # retrieved here: the reader may never ask
         self._client._streams.pop(self.serial, None)
+        self._ready()
+
+    def _take(self, item: bytes | PyvirtError) -> bytes:
+        if isinstance(item, PyvirtError):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+        return item
+
+    def recv_nowait(self) -> bytes | None:
+        """The next chunk if one has arrived (``b""`` at the end), else None."""
+        if self._eof:
+            return b""
+        try:
+            item = self._incoming.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        return self._take(item)
+
+    def has_data(self) -> bool:
+        """Whether :meth:`recv` would return (or raise) at once."""
+        return self._eof or not self._incoming.empty()
 
     async def recv(self) -> bytes:
         """The next chunk; ``b""`` once the peer has sent all its data."""
@@ -129,18 +171,36 @@ class Stream:
         return item
 
     async def send(self, data: bytes) -> None:
-        if data:
-            await self._client._send(encode_message(self._header(Status.CONTINUE), data))
+        """Send ``data`` (in frames of at most libvirt's legacy payload size, as its client does);
+        an error the peer reported for the stream is raised instead."""
+        if self._finished.done():
+            self._finished.result()  # the peer's error, if it sent one
+            raise PyvirtError("internal error: the stream is finished",
+                              code=codes.VIR_ERR_INTERNAL_ERROR, domain=codes.VIR_FROM_STREAMS)
+        view = memoryview(data)
+        for start in range(0, len(view), _STREAM_CHUNK):
+            await self._client._send(encode_message(self._header(Status.CONTINUE),
+                                                    bytes(view[start:start + _STREAM_CHUNK])))
 
     async def finish(self, timeout: float | None = None) -> None:
-        """Tell the peer we are done and wait for its acknowledgement."""
-        await self._client._send(encode_message(self._header(Status.OK)))
+        """Tell the peer we are done and wait for its acknowledgement (or the error it sent)."""
+        if not self._finished.done():
+            await self._client._send(encode_message(self._header(Status.OK)))
         await asyncio.wait_for(asyncio.shield(self._finished), timeout)
 
-    async def abort(self) -> None:
-        self._client._streams.pop(self.serial, None)
-        if self._client.state == ClientState.RUNNING:
+    async def abort(self, timeout: float | None = 10.0) -> None:
+        """Tell the peer to drop the stream and wait for its acknowledgement, as libvirt's client
+        does; a stream the peer already ended (or failed) sends nothing."""
+        try:
+            if self._finished.done() or self._client.state != ClientState.RUNNING:
+                return
             await self._client._send(encode_message(self._header(Status.ERROR)))
+            try:
+                await asyncio.wait_for(asyncio.shield(self._finished), timeout)
+            except (PyvirtError, TimeoutError):
+                pass
+        finally:
+            self._client._streams.pop(self.serial, None)
 
 
 class RPCClient:
@@ -153,6 +213,7 @@ class RPCClient:
         self._state = ClientState.IDLE
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._child: _Child | None = None  # the ssh (or other) process of a command transport
         self._reader_task: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._decoder = FrameDecoder()
@@ -166,6 +227,8 @@ class RPCClient:
         self._opened = False
         self._goodbye = False  # CONNECT_CLOSE sent: the server hanging up is then expected
         self.peer = "(not connected)"
+        #: True over TLS (virNetClientIsEncrypted).
+        self.encrypted = False
         self.pings_received = 0
         self.pongs_received = 0
         self.last_received = 0.0
@@ -195,6 +258,55 @@ class RPCClient:
             raise ConnectionClosed(f"unable to connect to server at '{host}:{port}': "
                                    f"{_why(exc)}") from exc
         self._attach(reader, writer, f"{host}:{port}")
+        return self
+
+    @classmethod
+    async def connect_tls(cls, host: str, port: int, context: ssl.SSLContext, *,
+                          verify: bool = True, timeout: float | None = 30.0,
+                          **kwargs: Any) -> RPCClient:
+        """TCP, the TLS handshake, libvirt's checks of the server's certificate (unless not
+        ``verify``: ``no_verify=1``), then the server's one-byte confirmation
+        (:mod:`pyvirt.rpc.tls`); errors as libvirt's client words them."""
+        from pyvirt.rpc.tls import tls_handshake
+
+        self = cls(**kwargs)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=_READ_CHUNK), timeout)
+        except (TimeoutError, OSError) as exc:
+            raise ConnectionClosed(f"unable to connect to server at '{host}:{port}': "
+                                   f"{_why(exc)}") from exc
+        await tls_handshake(reader, writer, context, host, port, verify=verify, timeout=timeout)
+        self._attach(reader, writer, f"{host}:{port}")
+        self.encrypted = True
+        return self
+
+    @classmethod
+    async def connect_command(cls, argv: Sequence[str], *, env: dict[str, str] | None = None,
+                              peer: str, **kwargs: Any) -> RPCClient:
+        """Run ``argv`` (ssh, for qemu+ssh) with the protocol on its stdin/stdout: one end of a
+        socket pair, as libvirt's virNetSocketNewConnectCommand; its stderr explains a failure."""
+        import socket
+
+        self = cls(**kwargs)
+        ours, theirs = socket.socketpair()
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=theirs.fileno(), stdout=theirs.fileno(),
+                    stderr=asyncio.subprocess.PIPE, env=env)
+            except OSError as exc:
+                raise ConnectionClosed(f"Cannot run '{argv[0]}' for {peer}: {_why(exc)}") from exc
+            finally:
+                theirs.close()
+            self._child = _Child(proc, peer)
+            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=_READ_CHUNK)
+        except BaseException:
+            ours.close()
+            if self._child is not None:
+                await self._child.reap()
+            raise
+        self._attach(reader, writer, peer)
         return self
 
     def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -335,7 +447,7 @@ class RPCClient:
 
     async def open(self, name: str | None = "", *, readonly: bool = False,
                    keepalive_interval: float | None = None, keepalive_count: int = 5,
-                   timeout: float | None = 60.0) -> None:
+                   timeout: float | None = 60.0, auth_options: AuthOptions | None = None) -> None:
         """AUTH_LIST, SUPPORTS_FEATURE(keepalive), CONNECT_OPEN -- as virsh does.
 
         ``name`` is the URI the server opens (``""`` lets it choose, None sends NULL). With
@@ -343,15 +455,10 @@ class RPCClient:
         the connection after ``keepalive_count`` unanswered intervals, as libvirt's client does.
         """
         auth = await self.call("AUTH_LIST", timeout=timeout)
-        if auth.types and auth.types[0] != AuthType.NONE:
-            try:
-                kind = AuthType(auth.types[0]).name
-            except ValueError:
-                kind = str(auth.types[0])
-            raise PyvirtError(f"the server at {self.peer} requires {kind} authentication, which "
-                              "pyvirt's client does not implement yet; configure the server with "
-                              "auth none for this socket",
-                              code=codes.VIR_ERR_AUTH_UNAVAILABLE, domain=codes.VIR_FROM_REMOTE)
+        if auth.types and (auth.types[0] != AuthType.NONE or auth_options is not None):
+            from pyvirt.rpc.sasl import authenticate  # SASL (SCRAM), as libvirt's remote driver
+
+            await authenticate(self, list(auth.types), auth_options, timeout=timeout)
         keepalive = await self.call("CONNECT_SUPPORTS_FEATURE", feature=Feature.PROGRAM_KEEPALIVE,
                                     timeout=timeout)
         await self.call("CONNECT_OPEN", name=name, flags=CONNECT_RO if readonly else 0,
@@ -392,6 +499,8 @@ class RPCClient:
                 await self._writer.wait_closed()
             except OSError:
                 pass  # the peer may have reset the connection first: it is closed either way
+        if self._child is not None:
+            await self._child.reap()
 
     # ---- receiving ----
 
@@ -407,6 +516,9 @@ class RPCClient:
                                  if self._decoder.buffered else "")
                         error = ConnectionClosed("End of file while reading data: Input/output "
                                                  f"error (from {self.peer}{trunc})")
+                        if self._child is not None:
+                            error = await self._child.failure("End of file while reading data",
+                                                              "Input/output error")
                     break
                 self.last_received = asyncio.get_running_loop().time()
                 for msg in self._decoder.feed(data):
@@ -416,6 +528,8 @@ class RPCClient:
         except OSError as exc:
             if self._state == ClientState.RUNNING:
                 error = ConnectionClosed(f"Cannot recv data from {self.peer}: {_why(exc)}")
+                if self._child is not None:
+                    error = await self._child.failure("Cannot recv data", _why(exc))
         except asyncio.CancelledError:
             pass
         finally:
@@ -451,6 +565,13 @@ class RPCClient:
     def _on_reply(self, msg: Message) -> None:
         h = msg.header
         entry = self._pending.pop(h.serial, None)
+        if entry is None and h.status == Status.ERROR and h.serial in self._streams:
+            # libvirtd answers a stream's failed finish with an error REPLY on its serial
+            try:
+                self._streams[h.serial]._fail(error_from_remote(REMOTE_ERROR.decode(msg.payload)))
+            except ProtocolError as exc:
+                self._streams[h.serial]._fail(exc)
+            return
         if entry is None:
             log.debug("reply for unknown serial from %s (timed out?): %s", self.peer, h.describe())
             return
@@ -544,6 +665,49 @@ class RPCClient:
                 log.exception("close callback failed")
 
 
+class _Child:
+    """The process behind a command transport: its stderr, kept for the error that explains a
+    lost connection (libvirt words it "Cannot recv data: STDERR: Connection reset by peer"),
+    and its end, waited for so that no process outlives the connection."""
+
+    _KEEP = 4096
+
+    def __init__(self, proc: asyncio.subprocess.Process, peer: str) -> None:
+        self.proc, self.peer = proc, peer
+        self._stderr = b""
+        self._drain = asyncio.create_task(self._collect(), name=f"pyvirt-rpc stderr {peer}")
+
+    async def _collect(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self._stderr = (self._stderr + chunk)[-self._KEEP:]
+
+    async def failure(self, what: str, why: str, timeout: float = 3.0) -> ConnectionClosed:
+        """The error for a connection that ended: the process usually exits right after its
+        end of the socket closes, so wait briefly for its exit status and last words."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
+        said = self._stderr.decode("utf-8", "replace").strip()
+        status = self.proc.returncode
+        ended = f"exited with status {status}" if status is not None else "still running"
+        return ConnectionClosed(f"{what}: {said + ': ' if said else ''}{why} ({self.peer} {ended})")
+
+    async def reap(self) -> None:
+        """Wait for the process to end (ssh does once its stdin closes and the remote command
+        ends), else TERM and then KILL it, as libvirt's virProcessAbort."""
+        for stop, grace in ((None, 2.0), (self.proc.terminate, 2.0), (self.proc.kill, 5.0)):
+            if stop is not None and self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), grace)
+                break
+        self._drain.cancel()
+        await asyncio.gather(self._drain, return_exceptions=True)
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
@@ -589,6 +753,21 @@ class SyncStream:
     def recv(self) -> bytes:
         return self._loop.run(self._stream.recv())
 
+    def recv_nowait(self) -> bytes | None:
+        async def take() -> bytes | None:
+            return self._stream.recv_nowait()
+        return self._loop.run(take())
+
+    def has_data(self) -> bool:
+        """A peek from any thread, without a round trip through the loop (which may be gone):
+        at worst it answers late by one arrival, and the caller's wake-up covers that."""
+        return self._stream.has_data()
+
+    def set_on_ready(self, callback: Callable[[], None] | None) -> None:
+        """``callback`` runs on the client's loop thread whenever something arrives: it must not
+        call back into this stream (wake another thread instead)."""
+        self._stream.on_ready = callback
+
     def send(self, data: bytes) -> None:
         self._loop.run(self._stream.send(data))
 
@@ -623,9 +802,25 @@ class Client:
         return cls._connect(lambda: RPCClient.connect_tcp(host, port, **kwargs))
 
     @classmethod
+    def connect_tls(cls, host: str, port: int, params: Mapping[str, str], **kwargs: Any) -> Client:
+        """TLS as libvirt's remote driver sets it up for a URI's ``pkipath``, ``no_verify`` and
+        ``no_sanity`` parameters (pyvirt.rpc.tls.client_setup)."""
+        from pyvirt.rpc.tls import client_setup
+
+        context, verify = client_setup(params)
+        return cls._connect(lambda: RPCClient.connect_tls(host, port, context, verify=verify,
+                                                          **kwargs))
+
+    @classmethod
+    def connect_command(cls, argv: Sequence[str], *, env: dict[str, str] | None = None,
+                        peer: str, **kwargs: Any) -> Client:
+        return cls._connect(lambda: RPCClient.connect_command(argv, env=env, peer=peer, **kwargs))
+
+    @classmethod
     def open_uri(cls, uri: str, *, readonly: bool = False, **kwargs: Any) -> Client:
         """Connect and open as libvirt's remote driver would for ``uri``: qemu[+unix]:///...
-        (``?socket=`` honoured) or qemu+tcp://host[:port]/...; the daemon gets the URI with
+        (``?socket=`` honoured), qemu+tcp://host[:port]/... or qemu+ssh://[user@]host[:port]/...
+        (the system ssh, :mod:`pyvirt.rpc.ssh`); the daemon gets the URI with
         transport, host, port and client parameters stripped."""
         parsed = parse_uri(uri)
         transport = parsed.effective_transport
@@ -636,9 +831,21 @@ class Client:
             host, port = parsed.effective_host, parsed.effective_port
             assert host is not None and port is not None
             client = cls.connect_tcp(host, port)
+        elif transport == "tls":
+            host, port = parsed.effective_host, parsed.effective_port
+            assert host is not None and port is not None
+            client = cls.connect_tls(host, port, parsed.params)
+        elif transport == "ssh":
+            from pyvirt.rpc.ssh import ssh_command
+
+            ssh = ssh_command(parsed, readonly)
+            client = cls.connect_command(ssh.argv, env=ssh.env, peer=ssh.peer)
         else:
             raise NotSupported(f"cannot reach '{uri}' over RPC: pyvirt's client speaks only the "
-                               "unix and tcp transports so far", domain=codes.VIR_FROM_REMOTE)
+                               "unix, tcp and ssh transports so far", domain=codes.VIR_FROM_REMOTE)
+        from pyvirt.rpc.sasl import AuthOptions
+
+        kwargs.setdefault("auth_options", AuthOptions.for_uri(parsed))
         try:
             client.open(parsed.remote_name(), readonly=readonly, **kwargs)
         except BaseException:

@@ -21,8 +21,9 @@ to :class:`UnionValue`.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pyvirt import _errcodes as codes
@@ -169,14 +170,21 @@ class Integer(Codec[int]):
         self._hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
 
     def pack(self, value: int, out: bytearray) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _encode_error(self, value, "not an integer")
-        if not self._lo <= value <= self._hi:
-            raise _encode_error(self, value, f"outside {self._lo}..{self._hi}")
+        # the common case first: a plain int in range (bool's type is bool, never int)
+        if type(value) is not int or not self._lo <= value <= self._hi:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _encode_error(self, value, "not an integer")
+            if not self._lo <= value <= self._hi:
+                raise _encode_error(self, value, f"outside {self._lo}..{self._hi}")
         out += self._fmt.pack(value)
 
     def unpack(self, reader: Reader) -> int:
-        return int(reader.unpack(self._fmt, self.name)[0])
+        fmt = self._fmt
+        pos = reader._pos
+        if fmt.size > reader._end - pos:
+            reader.need(fmt.size, self.name)  # raises
+        reader._pos = pos + fmt.size
+        return int(fmt.unpack_from(reader._buf, pos)[0])
 
 
 class SmallInt(Codec[int]):
@@ -190,8 +198,9 @@ class SmallInt(Codec[int]):
         self._fmt = _I32 if lo < 0 else _U32
 
     def pack(self, value: int, out: bytearray) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not self._lo <= value <= self._hi:
-            raise _encode_error(self, value, f"not an integer in {self._lo}..{self._hi}")
+        if type(value) is not int or not self._lo <= value <= self._hi:
+            if isinstance(value, bool) or not isinstance(value, int) or not self._lo <= value <= self._hi:
+                raise _encode_error(self, value, f"not an integer in {self._lo}..{self._hi}")
         out += self._fmt.pack(value)
 
     def unpack(self, reader: Reader) -> int:
@@ -259,11 +268,13 @@ class String(Codec[str]):
         if not isinstance(value, str):
             raise _encode_error(self, value, "not a str")
         data = value.encode("utf-8", "surrogateescape")
-        if len(data) > self.max_len:
-            raise _encode_error(self, value, f"{len(data)} bytes exceed the maximum {self.max_len}")
-        out += _U32.pack(len(data))
+        n = len(data)
+        if n > self.max_len:
+            raise _encode_error(self, value, f"{n} bytes exceed the maximum {self.max_len}")
+        out += _U32.pack(n)
         out += data
-        out += _PAD[len(data) % 4]
+        if n % 4:
+            out += _PAD[n % 4]
 
     def unpack(self, reader: Reader) -> str:
         n = reader.length(self.max_len, self.name)
@@ -302,10 +313,12 @@ class FixedOpaque(Codec[bytes]):
         self.name = f"{name}[{size}]"
 
     def pack(self, value: bytes, out: bytearray) -> None:
-        if not isinstance(value, bytes | bytearray | memoryview) or len(value) != self.size:
-            raise _encode_error(self, value, f"needs exactly {self.size} bytes")
+        if type(value) is not bytes or len(value) != self.size:
+            if not isinstance(value, bytes | bytearray | memoryview) or len(value) != self.size:
+                raise _encode_error(self, value, f"needs exactly {self.size} bytes")
         out += value
-        out += _PAD[self.size % 4]
+        if self.size % 4:
+            out += _PAD[self.size % 4]
 
     def unpack(self, reader: Reader) -> bytes:
         return reader.take(self.size, self.name)
@@ -437,30 +450,50 @@ class Struct(Codec[Any]):
         self.cls: type = dataclasses.make_dataclass(name, [(f, Any) for f, _ in self.fields],
                                                     slots=True)
         self.cls.__module__ = __name__
+        # Every call of the daemon packs and unpacks structs: the per-field work is prepared
+        # once here (the getters take all fields in one C call).
+        names = tuple(f for f, _ in self.fields)
+        self._names = names
+        self._name_set = frozenset(names)
+        self._codecs = tuple(codec for _, codec in self.fields)
+        if len(names) == 1:
+            one_attr, one_item = operator.attrgetter(names[0]), operator.itemgetter(names[0])
+            self._attrs: Callable[[Any], tuple[Any, ...]] = lambda v: (one_attr(v),)
+            self._items: Callable[[Any], tuple[Any, ...]] = lambda v: (one_item(v),)
+        elif names:
+            self._attrs = operator.attrgetter(*names)
+            self._items = operator.itemgetter(*names)
+        else:
+            self._attrs = self._items = lambda v: ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.cls(*args, **kwargs)
 
     @property
     def field_names(self) -> tuple[str, ...]:
-        return tuple(f for f, _ in self.fields)
+        return self._names
 
     def pack(self, value: Any, out: bytearray) -> None:
-        is_map = isinstance(value, Mapping)
-        if not is_map and not isinstance(value, self.cls):
-            raise _encode_error(self, value, f"expected a {self.name} or a mapping of its fields")
-        if is_map and set(value) - set(self.field_names):
-            unknown = ", ".join(sorted(set(value) - set(self.field_names)))
-            raise _encode_error(self, value, f"unknown fields: {unknown}")
-        for fname, codec in self.fields:
+        if type(value) is self.cls:
+            items = self._attrs(value)
+        elif type(value) is dict or isinstance(value, Mapping):
+            if not self._name_set.issuperset(value):
+                unknown = ", ".join(sorted(set(value) - self._name_set))
+                raise _encode_error(self, value, f"unknown fields: {unknown}")
             try:
-                item = value[fname] if is_map else getattr(value, fname)
+                items = self._items(value)
             except KeyError:
-                raise _encode_error(self, value, f"missing field '{fname}'") from None
+                missing = next(f for f in self._names if f not in value)
+                raise _encode_error(self, value, f"missing field '{missing}'") from None
+        elif isinstance(value, self.cls):
+            items = self._attrs(value)
+        else:
+            raise _encode_error(self, value, f"expected a {self.name} or a mapping of its fields")
+        for codec, item in zip(self._codecs, items, strict=True):
             codec.pack(item, out)
 
     def unpack(self, reader: Reader) -> Any:
-        return self.cls(*(codec.unpack(reader) for _, codec in self.fields))
+        return self.cls(*[codec.unpack(reader) for codec in self._codecs])
 
 
 class UnionValue(NamedTuple):
