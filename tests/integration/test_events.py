@@ -116,9 +116,11 @@ def test_lifecycle_and_reboot_events_in_order_exactly_once(root: Path, guest: tg
         # then reports a second RESET (libvirt reports it too). So REBOOT is checked apart: first
         # right after the reboot request, and never outside the reboot.
         events = rec.of("ev")
-        assert events[6] == REBOOT and events.count(REBOOT) <= 3
+        # How many resets the firmware makes varies (a fresh CI run on a loaded machine saw 5
+        # REBOOTs, a quiet one 2): what is fixed is where they may come.
+        assert events[6] == REBOOT and REBOOT not in events[:6], events
         reboot_end = events.index(SHUTDOWN_GUEST)
-        assert REBOOT not in events[reboot_end:]
+        assert REBOOT not in events[reboot_end:], events
         assert [e for e in events if e != REBOOT] == [
             DEFINED_ADDED, DEFINED_UPDATED, RESUMED, STARTED, SUSPENDED, RESUMED, RESUMED, SHUTDOWN_GUEST,
             STOPPED_SHUTDOWN, STARTED, SUSPENDED, STOPPED_CRASHED, STARTED, SUSPENDED, SHUTDOWN_HOST,
