@@ -44,7 +44,7 @@ import pytest
 
 LIBVIRTD = "/usr/sbin/libvirtd"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-libvirt is built for this interpreter
-_DRIVER_GLOB = "/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so"
+_DRIVER_PATTERN = "/usr/lib/*/libvirt/connection-driver/libvirt_driver_{}.so"
 _START_TIMEOUT = 30.0
 
 _NAMESPACE_SCRIPT = r"""
@@ -146,20 +146,28 @@ def _cache_dir() -> Path:
 
 def start_libvirtd(**config: str) -> Libvirtd:
     """Start a private libvirtd; ``config`` adds libvirtd.conf settings (values written raw)."""
-    drivers = sorted(glob.glob(_DRIVER_GLOB))
-    if not os.path.exists(LIBVIRTD) or not drivers or shutil.which("unshare") is None:
-        pytest.fail("libvirtd 9.0 is missing: run scripts/setup.sh --test")
-    if os.geteuid() != 0:
-        pytest.skip("a private libvirtd needs root (mount namespace)")
+    drivers = require_drivers("qemu")
     root = Path(tempfile.mkdtemp(prefix="pyvirt-lvd-", dir="/tmp"))
-    (root / "drivers").mkdir()
-    os.symlink(drivers[0], root / "drivers" / "libvirt_driver_qemu.so")
-    etc = root / "etc"
-    etc.mkdir()
-    # stdio_handler "file": the namespace has no virtlogd, without which no domain would start.
-    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
     port = _free_port()
-    settings = {
+    return launch(root, drivers, {**base_settings(root, port), **config}, tcp_port=port)
+
+
+def require_drivers(*drivers: str, tools: tuple[str, ...] = ()) -> dict[str, str]:
+    """The installed module of each named connection driver; fails the test when libvirtd 9.0,
+    one of the drivers or one of ``tools`` is missing, skips it without root (namespaces)."""
+    found = {d: sorted(glob.glob(_DRIVER_PATTERN.format(d))) for d in drivers}
+    if (not os.path.exists(LIBVIRTD) or not all(found.values())
+            or any(shutil.which(t) is None for t in ("unshare", *tools))):
+        pytest.fail(f"libvirtd 9.0 with its {'/'.join(drivers)} driver(s) or one of "
+                    f"{', '.join(('unshare', *tools))} is missing: run scripts/setup.sh --test")
+    if os.geteuid() != 0:
+        pytest.skip("a private libvirtd needs root (namespaces)")
+    return {d: paths[0] for d, paths in found.items()}
+
+
+def base_settings(root: Path, tcp_port: int) -> dict[str, str]:
+    """libvirtd.conf of a private daemon: sockets in ``root``, TCP on loopback, no auth."""
+    return {
         "unix_sock_dir": f'"{root}"',
         "unix_sock_rw_perms": '"0700"',
         "auth_unix_rw": '"none"',
@@ -167,46 +175,69 @@ def start_libvirtd(**config: str) -> Libvirtd:
         "listen_tls": "0",
         "listen_tcp": "1",
         "listen_addr": '"127.0.0.1"',
-        "tcp_port": f'"{port}"',
+        "tcp_port": f'"{tcp_port}"',
         "auth_tcp": '"none"',
         "log_outputs": f'"3:file:{root}/libvirtd.log"',
-        **config,
     }
+
+
+def launch(root: Path, drivers: dict[str, str], settings: dict[str, str], *, tcp_port: int,
+           env: dict[str, str] | None = None, netns: bool = False) -> Libvirtd:
+    """Start libvirtd on ``root`` (made by the caller; :meth:`Libvirtd.stop` removes it) with only
+    ``drivers`` loadable and ``settings`` as its libvirtd.conf, in a mount namespace of its own
+    (:data:`_NAMESPACE_SCRIPT`) and, with ``netns``, a network namespace with only ``lo`` up, so
+    that what its network driver makes never reaches the host (its TCP port is then unreachable
+    from here: only the UNIX socket is waited for). ``env`` adds to its environment."""
+    (root / "drivers").mkdir()
+    for name, path in drivers.items():
+        os.symlink(path, root / "drivers" / f"libvirt_driver_{name}.so")
+    etc = root / "etc"
+    etc.mkdir()
+    # stdio_handler "file": the namespace has no virtlogd, without which no domain would start.
+    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
     conf = root / "libvirtd.conf"
     conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-    env = {
+    if netns:
+        cache = root / "cache"  # a daemon of another network namespace: a cache of its own
+        cache.mkdir()
+    else:
+        cache = _cache_dir()
+    full_env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
         "HOME": str(root),
         "LIBVIRT_DRIVER_DIR": str(root / "drivers"),
-        "PYVIRT_LVD_CACHE": str(_cache_dir()),
+        "PYVIRT_LVD_CACHE": str(cache),
         "PYVIRT_LVD_ETC": str(etc),
         "PYVIRT_LVD_BIN": LIBVIRTD,
         "PYVIRT_LVD_CONF": str(conf),
         "PYVIRT_LVD_PID": str(root / "libvirtd.pid"),
+        **(env or {}),
     }
+    script = (_NAMESPACE_SCRIPT.replace("set -eu\n", "set -eu\nip link set lo up\n", 1) if netns
+              else _NAMESPACE_SCRIPT)
+    unshare = ["unshare", "--mount", *(["--net"] if netns else []), "--propagation", "private", "--"]
     with open(root / "stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
-                                 "/bin/sh", "-c", _NAMESPACE_SCRIPT],
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([*unshare, "/bin/sh", "-c", script],
+                                env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=stderr, preexec_fn=_die_with_parent)
-    daemon = Libvirtd(root, port, proc, settings)
+    daemon = Libvirtd(root, tcp_port, proc, settings)
     try:
-        _wait_ready(daemon)
+        _wait_ready(daemon, tcp=not netns)
     except BaseException:
         daemon.stop()
         raise
     return daemon
 
 
-def _wait_ready(daemon: Libvirtd) -> None:
+def _wait_ready(daemon: Libvirtd, *, tcp: bool = True) -> None:
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
         if daemon.proc.poll() is not None:
             err = (daemon.root / "stderr.txt").read_text(errors="replace")
             raise AssertionError(f"libvirtd exited with {daemon.proc.returncode}:\n{err}\n"
                                  f"{daemon.log_tail()}")
-        if os.path.exists(daemon.socket) and _tcp_listening(daemon.tcp_port):
+        if os.path.exists(daemon.socket) and (not tcp or _tcp_listening(daemon.tcp_port)):
             return
         time.sleep(0.05)
     raise AssertionError(f"libvirtd did not listen within {_START_TIMEOUT} s:\n{daemon.log_tail()}")
@@ -230,45 +261,7 @@ die_with_parent = _die_with_parent
 def start_with_drivers(drivers: tuple[str, ...], prefix: str) -> Libvirtd:
     """Start a private libvirtd that can load only the named connection drivers (stop it with
     .stop()): the oracle of the secondary drivers' tests. Same isolation as start_libvirtd."""
-    found = {d: sorted(glob.glob(f"/usr/lib/*/libvirt/connection-driver/libvirt_driver_{d}.so"))
-             for d in drivers}
-    if not os.path.exists(LIBVIRTD) or not all(found.values()) or shutil.which("unshare") is None:
-        raise RuntimeError(f"libvirtd 9.0 with its {'/'.join(drivers)} drivers is missing: run "
-                           "scripts/setup.sh --test")
-    if os.geteuid() != 0:
-        raise PermissionError("a private libvirtd needs root (mount namespace)")
+    found = require_drivers(*drivers)
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    (root / "drivers").mkdir()
-    for name, paths in found.items():
-        os.symlink(paths[0], root / "drivers" / f"libvirt_driver_{name}.so")
-    etc = root / "etc"
-    etc.mkdir()
-    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
-    port = free_port()
-    settings = {
-        "unix_sock_dir": f'"{root}"', "unix_sock_rw_perms": '"0700"', "auth_unix_rw": '"none"',
-        "auth_unix_ro": '"none"', "listen_tls": "0", "listen_tcp": "1", "listen_addr": '"127.0.0.1"',
-        "tcp_port": f'"{port}"', "auth_tcp": '"none"', "log_outputs": f'"3:file:{root}/libvirtd.log"',
-    }
-    conf = root / "libvirtd.conf"
-    conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(root),
-        "LIBVIRT_DRIVER_DIR": str(root / "drivers"),
-        "PYVIRT_LVD_CACHE": str(_cache_dir()), "PYVIRT_LVD_ETC": str(etc),
-        "PYVIRT_LVD_BIN": LIBVIRTD, "PYVIRT_LVD_CONF": str(conf),
-        "PYVIRT_LVD_PID": str(root / "libvirtd.pid"),
-    }
-    with open(root / "stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
-                                 "/bin/sh", "-c", _NAMESPACE_SCRIPT],
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=stderr, preexec_fn=die_with_parent)
-    daemon = Libvirtd(root, port, proc, settings)
-    try:
-        _wait_ready(daemon)
-    except BaseException:
-        daemon.stop()
-        raise
-    return daemon
-
+    port = _free_port()
+    return launch(root, found, base_settings(root, port), tcp_port=port)

@@ -15,7 +15,6 @@ for the tests that start networks in pyvirt.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -27,80 +26,17 @@ from typing import Any
 
 import pytest
 
-from libvirtd_oracle import Libvirtd, _wait_ready, die_with_parent, free_port
+from libvirtd_oracle import Libvirtd, base_settings, free_port, launch, require_drivers
 
-LIBVIRTD = "/usr/sbin/libvirtd"
-_DRIVERS = ("libvirt_driver_qemu.so", "libvirt_driver_network.so")
-_DRIVER_DIR_GLOB = "/usr/lib/*/libvirt/connection-driver"
 REPO = Path(__file__).resolve().parent.parent
-
-_NAMESPACE_SCRIPT = r"""
-set -eu
-ip link set lo up
-mount -t tmpfs -o mode=0755 pyvirt-test /run/libvirt
-mount -t tmpfs -o mode=0755 pyvirt-test /var/lib/libvirt
-if [ -d /var/log/libvirt ]; then mount -t tmpfs -o mode=0755 pyvirt-test /var/log/libvirt; fi
-mount --bind "$PYVIRT_LVD_CACHE" /var/cache/libvirt
-mount --bind "$PYVIRT_LVD_ETC" /etc/libvirt
-exec "$PYVIRT_LVD_BIN" --listen --config "$PYVIRT_LVD_CONF" --pid-file "$PYVIRT_LVD_PID"
-"""
 
 
 def start_network_libvirtd() -> Libvirtd:
     """A private libvirtd with the QEMU and network drivers in its own mount and network namespaces."""
-    dirs = sorted(glob.glob(_DRIVER_DIR_GLOB))
-    if not os.path.exists(LIBVIRTD) or not dirs or shutil.which("unshare") is None:
-        pytest.fail("libvirtd 9.0 is missing: run scripts/setup.sh --test")
-    if os.geteuid() != 0:
-        pytest.skip("a private libvirtd with the network driver needs root (namespaces)")
+    drivers = require_drivers("qemu", "network")
     root = Path(tempfile.mkdtemp(prefix="pyvirt-lvn-", dir="/tmp"))
-    (root / "drivers").mkdir()
-    for so in _DRIVERS:
-        os.symlink(os.path.join(dirs[0], so), root / "drivers" / so)
-    etc = root / "etc"
-    etc.mkdir()
-    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
-    cache = root / "cache"
-    cache.mkdir()
     port = free_port()
-    settings = {
-        "unix_sock_dir": f'"{root}"', "unix_sock_rw_perms": '"0700"', "auth_unix_rw": '"none"',
-        "auth_unix_ro": '"none"', "listen_tls": "0", "listen_tcp": "1", "listen_addr": '"127.0.0.1"',
-        "tcp_port": f'"{port}"', "auth_tcp": '"none"', "log_outputs": f'"3:file:{root}/libvirtd.log"',
-    }
-    conf = root / "libvirtd.conf"
-    conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(root),
-        "LIBVIRT_DRIVER_DIR": str(root / "drivers"), "PYVIRT_LVD_CACHE": str(cache),
-        "PYVIRT_LVD_ETC": str(etc), "PYVIRT_LVD_BIN": LIBVIRTD, "PYVIRT_LVD_CONF": str(conf),
-        "PYVIRT_LVD_PID": str(root / "libvirtd.pid"),
-    }
-    with open(root / "stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen(["unshare", "--mount", "--net", "--propagation", "private", "--",
-                                 "/bin/sh", "-c", _NAMESPACE_SCRIPT],
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=stderr, preexec_fn=die_with_parent)
-    # TCP is in the daemon's network namespace: only the UNIX socket is reachable from here.
-    daemon = Libvirtd(root, port, proc, settings)
-    try:
-        _wait_unix(daemon)
-    except BaseException:
-        daemon.stop()
-        raise
-    return daemon
-
-
-def _wait_unix(daemon: Libvirtd) -> None:
-    import time
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if daemon.proc.poll() is not None:
-            _wait_ready(daemon)  # raises with the daemon's stderr and log
-        if os.path.exists(daemon.socket):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"libvirtd did not listen within 30 s:\n{daemon.log_tail()}")
+    return launch(root, drivers, base_settings(root, port), tcp_port=port, netns=True)
 
 
 def virsh(daemon: Libvirtd, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,7 @@ The per-peer rate limit runs on a pyvirtd of its own with a short window.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -150,18 +148,10 @@ def start_sasl_libvirtd(pki: tlspki.PKI, *, mechs: str = "scram-sha-256 scram-sh
     """libvirtd 9.0 with SASL on TLS and on its UNIX socket, plain TCP with SASL too: the private
     namespace of tests/libvirtd_oracle.py, plus a sasl2 directory of its own (SASL_CONF_PATH)."""
     o = rpc_conftest
-    drivers = sorted(glob.glob(o._DRIVER_GLOB))
-    if not os.path.exists(o.LIBVIRTD) or not drivers or shutil.which("saslpasswd2") is None:
-        pytest.fail("libvirtd 9.0 or saslpasswd2 is missing: run scripts/setup.sh --test")
-    if os.geteuid() != 0:
-        pytest.skip("a private libvirtd needs root (mount namespace)")
+    drivers = o.require_drivers("qemu", tools=("saslpasswd2",))
     root = Path(tempfile.mkdtemp(prefix="pyvirt-lvds-", dir="/tmp"))
-    (root / "drivers").mkdir()
-    os.symlink(drivers[0], root / "drivers" / "libvirt_driver_qemu.so")
-    etc, sasl2 = root / "etc", root / "sasl2"
-    etc.mkdir()
+    sasl2 = root / "sasl2"
     sasl2.mkdir()
-    (etc / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
     (sasl2 / "libvirt.conf").write_text(f"mech_list: {mechs}\nsasldb_path: {sasl2}/passwd.db\n")
     for user, password in USERS.items():
         subprocess.run(["saslpasswd2", "-p", "-a", "libvirt", "-f", str(sasl2 / "passwd.db"), "-c",
@@ -173,24 +163,7 @@ def start_sasl_libvirtd(pki: tlspki.PKI, *, mechs: str = "scram-sha-256 scram-sh
         "log_outputs": f'"3:file:{root}/libvirtd.log"',
         **_tls_settings(pki, tls_port), **extra,
     }
-    conf = root / "libvirtd.conf"
-    conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(root),
-           "LIBVIRT_DRIVER_DIR": str(root / "drivers"), "SASL_CONF_PATH": str(sasl2),
-           "PYVIRT_LVD_CACHE": str(o._cache_dir()), "PYVIRT_LVD_ETC": str(etc),
-           "PYVIRT_LVD_BIN": o.LIBVIRTD, "PYVIRT_LVD_CONF": str(conf),
-           "PYVIRT_LVD_PID": str(root / "libvirtd.pid")}
-    with open(root / "stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
-                                 "/bin/sh", "-c", o._NAMESPACE_SCRIPT], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                preexec_fn=o._die_with_parent)
-    daemon = o.Libvirtd(root, tcp_port, proc, settings)
-    try:
-        o._wait_ready(daemon)
-    except BaseException:
-        daemon.stop()
-        raise
+    daemon = o.launch(root, drivers, settings, tcp_port=tcp_port, env={"SASL_CONF_PATH": str(sasl2)})
     return SaslLibvirtd(daemon, Served("libvirtd", daemon.socket, tls_port, pki,
                                        lambda: daemon.log.read_text(errors="replace")))
 
