@@ -203,6 +203,16 @@ class Stream:
             self._client._streams.pop(self.serial, None)
 
 
+async def _open_tcp(host: str, port: int,
+                    timeout: float | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The TCP connection of the tcp and tls transports; failures worded as libvirt's client."""
+    try:
+        return await asyncio.wait_for(asyncio.open_connection(host, port, limit=_READ_CHUNK), timeout)
+    except (TimeoutError, OSError) as exc:
+        raise ConnectionClosed(f"unable to connect to server at '{host}:{port}': "
+                               f"{_why(exc)}") from exc
+
+
 class RPCClient:
     """One connection to a libvirt RPC server. Create it with :meth:`connect_unix` or
     :meth:`connect_tcp`, then :meth:`open` a hypervisor connection and :meth:`call`."""
@@ -251,12 +261,7 @@ class RPCClient:
     async def connect_tcp(cls, host: str, port: int, *, timeout: float | None = 30.0,
                           **kwargs: Any) -> RPCClient:
         self = cls(**kwargs)
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=_READ_CHUNK), timeout)
-        except (TimeoutError, OSError) as exc:
-            raise ConnectionClosed(f"unable to connect to server at '{host}:{port}': "
-                                   f"{_why(exc)}") from exc
+        reader, writer = await _open_tcp(host, port, timeout)
         self._attach(reader, writer, f"{host}:{port}")
         return self
 
@@ -270,12 +275,7 @@ class RPCClient:
         from pyvirt.rpc.tls import tls_handshake
 
         self = cls(**kwargs)
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=_READ_CHUNK), timeout)
-        except (TimeoutError, OSError) as exc:
-            raise ConnectionClosed(f"unable to connect to server at '{host}:{port}': "
-                                   f"{_why(exc)}") from exc
+        reader, writer = await _open_tcp(host, port, timeout)
         await tls_handshake(reader, writer, context, host, port, verify=verify, timeout=timeout)
         self._attach(reader, writer, f"{host}:{port}")
         self.encrypted = True
