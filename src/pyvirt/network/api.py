@@ -11,7 +11,6 @@ defines the 'default' network (:mod:`pyvirt.network.driver`).
 
 from __future__ import annotations
 
-import uuid as _uuid
 from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
@@ -54,6 +53,7 @@ class virNetwork:  # noqa: N801 - libvirt-python's name
         return self._ref.name
 
     def UUID(self) -> bytes:  # noqa: N802
+        import uuid as _uuid  # lazily: this mixin loads with every connection
         return _uuid.UUID(self._ref.uuid).bytes
 
     def UUIDString(self) -> str:  # noqa: N802
@@ -103,6 +103,7 @@ class virNetwork:  # noqa: N801 - libvirt-python's name
 
 def _canonical_uuid(uuidstr: Any) -> str:
     try:
+        import uuid as _uuid  # lazily: this mixin loads with every connection
         return str(_uuid.UUID(hex=uuidstr.replace("-", ""))) if isinstance(uuidstr, str) else ""
     except ValueError:
         return ""
@@ -140,6 +141,7 @@ class NetworkConnectMethods:
             raise PyvirtError("uuid in virNetworkLookupByUUID must be 16 bytes (a UUID's raw form; use "
                               "networkLookupByUUIDString for its text)", code=codes.VIR_ERR_INVALID_ARG,
                               domain=codes.VIR_FROM_NETWORK)
+        import uuid as _uuid  # lazily: this mixin loads with every connection
         return virNetwork(self, _driver(self).lookup_uuid(str(_uuid.UUID(bytes=bytes(uuid)))))  # type: ignore[arg-type]
 
     def listAllNetworks(self, flags: int = 0) -> list[virNetwork]:  # noqa: N802

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid as _uuid
 from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
@@ -41,6 +40,7 @@ def _writable(conn: virConnect, function: str) -> None:
 
 def _uuid_text(uuid: str, function: str) -> str:
     try:
+        import uuid as _uuid  # lazily: this mixin loads with every connection
         return str(_uuid.UUID(hex=uuid.replace("-", ""))) if isinstance(uuid, str) else ""
     except ValueError:
         raise PyvirtError(f"uuidstr in {function} must be a valid UUID", code=codes.VIR_ERR_INVALID_ARG,
@@ -68,6 +68,7 @@ class virStoragePool:  # noqa: N801 - libvirt-python's name
         return self._ref.name
 
     def UUID(self) -> bytes:  # noqa: N802
+        import uuid as _uuid  # lazily: this mixin loads with every connection
         return _uuid.UUID(self._ref.uuid).bytes
 
     def UUIDString(self) -> str:  # noqa: N802
@@ -293,6 +294,7 @@ class StorageConnectMethods:
             raise PyvirtError("uuid in virStoragePoolLookupByUUID must be 16 bytes (a UUID's raw form; use "
                               "storagePoolLookupByUUIDString for its text)", code=codes.VIR_ERR_INVALID_ARG,
                               domain=codes.VIR_FROM_STORAGE)
+        import uuid as _uuid  # lazily: this mixin loads with every connection
         return virStoragePool(self, _driver(self).lookup_uuid(str(_uuid.UUID(bytes=bytes(uuid)))))
 
     def storagePoolLookupByVolume(self: Any, vol: virStorageVol) -> virStoragePool:  # noqa: N802
