@@ -10,6 +10,11 @@ cd "$here"
 pkgs=(qemu-system-x86 qemu-utils busybox-static cpio)
 # Virtual networks: dnsmasq serves DHCP/DNS, nftables holds pyvirt's NAT and forward rules.
 pkgs+=(dnsmasq-base nftables)
+# Storage pools: lvm2 for logical pools (pvcreate/vgcreate/lvcreate); fs pools use util-linux's
+# mount and blkid and e2fsprogs' mkfs.ext4, which Debian always has.
+pkgs+=(lvm2)
+# Volume wipe with a pattern (nnsa, dod, ...) runs scrub as a separate program, as libvirt does.
+pkgs+=(scrub)
 if [ "${1:-}" = "--test" ]; then
     # libvirt is the oracle and benchmark peer of the tests; pyvirt itself never uses it.
     pkgs+=(libvirt-clients libvirt-daemon-driver-qemu libvirt-daemon python3-libvirt)

@@ -11,9 +11,12 @@ driver's backends are found in their installed directory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import libvirtd_oracle as lo
 
-__all__ = ["start_storage_libvirtd"]
+__all__ = ["start_storage_libvirtd", "storage_libvirtd_uri"]
 
 _DRIVERS = ("qemu", "storage", "secret")
 
@@ -21,3 +24,19 @@ _DRIVERS = ("qemu", "storage", "secret")
 def start_storage_libvirtd() -> lo.Libvirtd:
     """Start a private libvirtd with the QEMU, storage and secret drivers (stop it with .stop())."""
     return lo.start_with_drivers(_DRIVERS, "pyvirt-lvs-")
+
+
+@contextmanager
+def storage_libvirtd_uri() -> Iterator[str]:
+    """A private storage libvirtd for the ``with`` block (a module fixture's body): its URI."""
+    from oracle import libvirt_available
+
+    if not libvirt_available():
+        import pytest
+
+        pytest.fail("libvirt 9.0 (virsh) is missing: run scripts/setup.sh --test")
+    daemon = start_storage_libvirtd()
+    try:
+        yield daemon.uri()
+    finally:
+        daemon.stop()

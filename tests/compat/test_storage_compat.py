@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from storage_steps import compare, run_all
 
-from oracle import VIRSH, libvirt_available
+from oracle import VIRSH
 
 pytestmark = pytest.mark.oracle
 
@@ -30,15 +30,10 @@ PYVIRSH = str(Path(sys.executable).with_name("pyvirsh"))
 
 @pytest.fixture(scope="module")
 def libvirtd() -> Iterator[str]:
-    if not libvirt_available():
-        pytest.fail("libvirt 9.0 (virsh) is missing: run scripts/setup.sh --test")
-    from storage_oracle import start_storage_libvirtd
+    from storage_oracle import storage_libvirtd_uri
 
-    daemon = start_storage_libvirtd()
-    try:
-        yield daemon.uri()
-    finally:
-        daemon.stop()
+    with storage_libvirtd_uri() as uri:
+        yield uri
 
 
 @pytest.fixture

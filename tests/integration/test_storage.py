@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -201,19 +202,33 @@ def test_a_pool_path_that_is_a_file_is_refused_and_the_file_kept(conn: virConnec
     assert pool_dir.read_bytes() == b"precious" and p.isActive() == 0
 
 
-def test_fs_and_logical_pools_are_defined_but_not_started(conn: virConnect) -> None:
-    fs = conn.storagePoolDefineXML("<pool type='fs'><name>f</name><source><device path='/dev/loop99'/>"
+def test_fs_logical_and_netfs_pools_refuse_what_they_cannot_do(conn: virConnect) -> None:
+    """fs and logical pools on real devices: tests/integration/test_storage_pools_fs_logical.py."""
+    fs = conn.storagePoolDefineXML("<pool type='fs'><name>f</name><source><device path='/dev/loop99x'/>"
                                    "</source><target><path>/tmp/pyvirt-nowhere</path></target></pool>")
     assert "<format type='auto'/>" in fs.XMLDesc()
-    lvm = conn.storagePoolDefineXML("<pool type='logical'><name>vg0</name><target><path>/x</path></target>"
-                                    "</pool>")
+    lvm = conn.storagePoolDefineXML("<pool type='logical'><name>vg0pyvirtnone</name><target><path>/x</path>"
+                                    "</target></pool>")
     xml = lvm.XMLDesc()
-    assert "<name>vg0</name>\n    <format type='lvm2'/>" in xml and "<path>/dev/vg0</path>" in xml
-    for pool, what in ((fs, "mounting a source device"), (lvm, "LVM volume groups")):
-        for call in (pool.build, pool.create):
-            code, dom, msg = error_of(call)
-            assert (code, dom) == (codes.VIR_ERR_NO_SUPPORT, codes.VIR_FROM_STORAGE)
-            assert what in msg and "use a pool of type 'dir'" in msg
+    assert "<name>vg0pyvirtnone</name>\n    <format type='lvm2'/>" in xml
+    assert "<path>/dev/vg0pyvirtnone</path>" in xml
+    code, _, msg = error_of(fs.build, 4)  # NO_OVERWRITE: mkfs on a device that does not exist
+    assert code == codes.VIR_ERR_OPERATION_INVALID
+    assert msg == "Requested operation is not valid: Source device does not exist when formatting pool 'f'"
+    code, _, msg = error_of(fs.create)
+    assert code == codes.VIR_ERR_OPERATION_INVALID and "'/dev/loop99x'" in msg
+    if shutil.which("pvs", path="/usr/sbin:/sbin"):
+        code, _, msg = error_of(lvm.create)
+        assert code == codes.VIR_ERR_CONFIG_UNSUPPORTED
+        assert msg == "unsupported configuration: cannot find logical volume group name 'vg0pyvirtnone'"
+    assert not os.path.exists("/tmp/pyvirt-nowhere")
+    netfs = conn.storagePoolDefineXML("<pool type='netfs'><name>n</name><source><host name='h'/>"
+                                      "<dir path='/e'/></source><target><path>/tmp/pyvirt-nowhere</path>"
+                                      "</target></pool>")
+    for call in (netfs.build, netfs.create):
+        code, dom, msg = error_of(call)
+        assert (code, dom) == (codes.VIR_ERR_NO_SUPPORT, codes.VIR_FROM_STORAGE)
+        assert "mounting a network file system" in msg and "use a pool of type 'dir'" in msg
     assert not os.path.exists("/tmp/pyvirt-nowhere")
 
 
@@ -345,7 +360,7 @@ def test_resize_wipe_and_delete_touch_data_only_when_asked(pool: virStoragePool,
     assert qemu_img_info(pool_dir / "q.qcow2")["virtual-size"] == 9 * MiB
     vol.wipe(0)
     assert path.read_bytes() == bytes(2 * MiB)
-    assert error_of(vol.wipePattern, 8, 0)[0] == codes.VIR_ERR_NO_SUPPORT
+    assert error_of(vol.wipePattern, 9, 0)[0] == codes.VIR_ERR_ARGUMENT_UNSUPPORTED  # TRIM: not for files
     vol.delete(0)
     assert not path.exists()
     assert error_of(vol.info) == (codes.VIR_ERR_NO_STORAGE_VOL, codes.VIR_FROM_STORAGE,

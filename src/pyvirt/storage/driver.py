@@ -14,14 +14,18 @@ A pool's volumes are the files of its directory, read afresh (stat and image hea
 seen at once, and nothing the driver remembers can disagree with the disk. Files are written
 atomically; every change is on disk before it is in memory.
 
-Pool types: ``dir`` fully. ``fs``, ``logical`` and the others are parsed, defined, listed and
-formatted as libvirt does, but building, starting or deleting them is refused with
-VIR_ERR_NO_SUPPORT naming what pyvirt lacks (mounting a device, LVM), so nothing is half done.
+Pool types: ``dir``; ``fs`` (a block device mounted on the pool's directory: the mount is
+:mod:`pyvirt.storage.backend_fs`, the volumes are the dir pool's) and ``logical`` (an LVM volume
+group: :mod:`pyvirt.storage.backend_logical`, volumes in :mod:`pyvirt.storage.logical_volumes`).
+``netfs`` and the others are parsed, defined, listed and formatted as libvirt does, but building,
+starting or deleting them is refused with VIR_ERR_NO_SUPPORT naming what pyvirt lacks, so nothing
+is half done.
 
 Behaviour and error texts follow libvirt 9.0 (storage_driver.c, storage_backend_fs.c,
 virstorageobj.c), VIR_FROM_STORAGE. Beyond libvirt: a volume that a defined or running domain
-uses is not deleted nor wiped (the error names the domain); a volume name must be a plain file
-name ('.', '..' and '/' are refused); a pool path that is a file is refused at build.
+uses, as a disk or in a disk's backing chain, is not deleted nor wiped (the error names the
+domain); a volume name must be a plain file name ('.', '..' and '/' are refused); a pool path
+that is a file is refused at build.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from pyvirt import _errcodes as codes
+from pyvirt import object_events as ev
 from pyvirt.errors import PyvirtError
 from pyvirt.fsutil import atomic_write_text
-from pyvirt.storage import images
+from pyvirt.storage import backends, images
 from pyvirt.xml.storage import (
     BackingStore,
     Encryption,
@@ -62,6 +67,7 @@ from pyvirt.xml.storage import (
 if TYPE_CHECKING:
     from pyvirt.conf.instance import InstancePaths
     from pyvirt.qemu.driver import QemuDriver
+    from pyvirt.storage.logical_volumes import LogicalVolumes
 
 __all__ = ["StorageDriver", "StoragePaths", "PoolRef", "VolRef", "storage_paths", "driver_for"]
 
@@ -78,7 +84,10 @@ POOL_XML_INACTIVE = 1
 VOL_CREATE_PREALLOC_METADATA, VOL_CREATE_REFLINK, VOL_CREATE_VALIDATE = 1, 2, 4
 VOL_DELETE_ZEROED, VOL_DELETE_WITH_SNAPSHOTS = 1, 2
 VOL_RESIZE_ALLOCATE, VOL_RESIZE_DELTA, VOL_RESIZE_SHRINK = 1, 2, 4
-VOL_WIPE_ALG_ZERO = 0
+VOL_WIPE_ALG_ZERO, VOL_WIPE_ALG_TRIM = 0, 9
+#: scrub's pattern of each virStorageVolWipeAlgorithm (ZERO and TRIM are not scrub's)
+_WIPE_PATTERNS = ("zero", "nnsa", "dod", "bsi", "gutmann", "schneier", "pfitzner7", "pfitzner33", "random",
+                  "trim")
 VOL_DOWNLOAD_SPARSE_STREAM = VOL_UPLOAD_SPARSE_STREAM = 1
 #: virConnectListAllStoragePoolsFlags
 LIST_INACTIVE, LIST_ACTIVE, LIST_PERSISTENT, LIST_TRANSIENT, LIST_AUTOSTART, LIST_NO_AUTOSTART = (
@@ -95,8 +104,12 @@ _DEFAULT_VOL_MODE = 0o600
 _QEMU_IMG_FORMATS = ("qcow2", "qed", "vmdk", "vpc", "vdi")
 _BACKING_FORMATS = ("qcow2", "qed", "vmdk")
 _COPY_CHUNK = 1 << 20
+#: qemu-img's names of the passphrases of the volume made or changed, and of a copy's source
+_SECRET_ALIAS, _SOURCE_SECRET_ALIAS = "vol_encrypt0", "src_encrypt0"
+#: how deep the in-use check follows a disk's backing chain
+_MAX_CHAIN = 32
 
-_SUPPORTED_POOL_TYPES = ("dir",)
+_SUPPORTED_POOL_TYPES = ("dir", "fs", "logical")
 _MISSING_FOR_TYPE = {
     "fs": "mounting a source device on the target directory",
     "netfs": "mounting a network file system",
@@ -388,13 +401,14 @@ class StorageDriver:
             if obj.uuid == pool.uuid:
                 raise _failed(f"pool '{obj.name}' is already defined with uuid {obj.uuid}")
             if (pool.type == obj.pool.type and obj.pool.path == pool.path
-                    and pool.type in ("dir", "fs", "netfs")):
+                    and pool.type in ("dir", "fs", "netfs", "logical")):  # logical: /dev/VG
                 raise _failed(f"Storage source conflict with pool: '{obj.name}'")
         return same
 
     def define_xml(self, xml: str | bytes, flags: int = 0) -> PoolRef:
         check_flags(flags, POOL_DEFINE_VALIDATE, "storagePoolDefineXML")
         pool = parse_pool(xml)
+        backends.validate(pool)
         with self._lock:
             same = self._check_duplicate(pool, allow_same=True)
             self._write(self._config_file(pool.name or ""), pool)
@@ -407,6 +421,7 @@ class StorageDriver:
                     same.pool = pool
                 obj = same
             log.debug("storage pool %s defined", obj.name)
+            ev.emit_pool(self._qemu, obj.name, obj.uuid, ev.POOL_DEFINED)
             return obj.ref()
 
     def create_xml(self, xml: str | bytes, flags: int = 0) -> PoolRef:
@@ -414,6 +429,7 @@ class StorageDriver:
         check_flags(flags, POOL_CREATE_WITH_BUILD | POOL_CREATE_WITH_BUILD_OVERWRITE
                     | POOL_CREATE_WITH_BUILD_NO_OVERWRITE, "storagePoolCreateXML")
         pool = parse_pool(xml)
+        backends.validate(pool)
         with self._lock:
             if pool.name in self._pools:
                 same = self._pools[pool.name or ""]
@@ -421,10 +437,11 @@ class StorageDriver:
                     raise _invalid(f"storage pool '{pool.name}' is already active")
             self._check_duplicate(pool, allow_same=False)
             obj = _PoolObj(pool, persistent=False)
-            if flags & (POOL_CREATE_WITH_BUILD | POOL_CREATE_WITH_BUILD_OVERWRITE):
-                self._build(obj)
+            if flags:
+                self._build(obj, backends.build_flags(flags))
             self._start(obj)
             self._pools[obj.name] = obj
+            ev.emit_pool(self._qemu, obj.name, obj.uuid, ev.POOL_STARTED)
             return obj.ref()
 
     def undefine(self, name: str) -> None:
@@ -437,6 +454,7 @@ class StorageDriver:
             self._unlink(self._autostart_link(name))
             self._unlink(self._config_file(name))
             del self._pools[name]
+            ev.emit_pool(self._qemu, name, obj.uuid, ev.POOL_UNDEFINED)
 
     def set_autostart(self, name: str, enabled: bool) -> None:
         with self._lock:
@@ -478,6 +496,16 @@ class StorageDriver:
     def _check_dir(pool: Pool) -> None:
         if pool.type not in _SUPPORTED_POOL_TYPES:
             raise _unsupported_type(pool, "start")
+        if pool.type == "logical":
+            from pyvirt.storage import backend_logical
+
+            return backend_logical.match_source(pool)
+        if pool.type == "fs":
+            from pyvirt.storage import backend_fs
+
+            if not backend_fs.is_mounted(pool):
+                raise _invalid(f"storage pool '{pool.name}': its source device is not mounted on "
+                               f"'{pool.path}' (any more)")
         try:
             st = os.stat(pool.path)
         except OSError as e:
@@ -489,6 +517,10 @@ class StorageDriver:
     @staticmethod
     def _measure(pool: Pool) -> tuple[int, int, int]:
         """(capacity, allocation, available) of the file system holding the pool."""
+        if pool.type == "logical":
+            from pyvirt.storage import backend_logical
+
+            return backend_logical.measure(pool)
         try:
             vfs = os.statvfs(pool.path)
         except OSError as e:
@@ -501,6 +533,8 @@ class StorageDriver:
     def _live_pool(pool: Pool) -> Pool:
         """The running pool's XML: the directory's own mode and owner, as libvirt's refresh reads them."""
         assert pool.target is not None
+        if pool.type == "logical":
+            return pool  # libvirt shows no permissions of /dev/VG
         try:
             st = os.stat(pool.path)
         except OSError:
@@ -511,10 +545,18 @@ class StorageDriver:
                                                                           st.st_uid, st.st_gid)))
         return live
 
-    def _build(self, obj: _PoolObj) -> None:
+    def _build(self, obj: _PoolObj, flags: int = 0) -> None:
         pool = obj.pool
         if pool.type not in _SUPPORTED_POOL_TYPES:
             raise _unsupported_type(pool, "build")
+        if pool.type == "logical":
+            from pyvirt.storage import backend_logical
+
+            return backend_logical.build(pool, flags)
+        if pool.type == "fs":
+            from pyvirt.storage import backend_fs
+
+            backend_fs.check_build(pool, flags)  # before the directory: a refusal leaves nothing
         path = Path(pool.path)
         perms = pool.target.permissions if pool.target is not None else None
         mode = int(perms.mode, 8) if perms is not None and perms.mode else _DEFAULT_POOL_MODE
@@ -536,9 +578,13 @@ class StorageDriver:
             os.chmod(path, mode)
             if uid != -1 or gid != -1:
                 os.chown(path, uid, gid)
-        except OSError as e:
+            if pool.type == "fs":
+                backend_fs.make_fs(pool, flags)
+        except (OSError, PyvirtError) as e:
             if created:
                 os.rmdir(path)
+            if isinstance(e, PyvirtError):
+                raise
             raise _system(e, f"cannot create path '{path}'") from e
 
     def build(self, name: str, flags: int = 0) -> None:
@@ -547,12 +593,18 @@ class StorageDriver:
             obj = self._obj(name)
             if obj.active:
                 raise _invalid(f"storage pool '{name}' is already active")
-            self._build(obj)
+            self._build(obj, flags)
+            ev.emit_pool(self._qemu, name, obj.uuid, ev.POOL_CREATED)
 
     def _start(self, obj: _PoolObj) -> None:
-        self._check_dir(obj.pool)
-        obj.sizes = self._measure(obj.pool)
-        self._write(self._state_file(obj.name), obj.pool)
+        backends.call(obj.pool, "start")  # fs: mount; logical: vgchange -aly
+        try:
+            self._check_dir(obj.pool)
+            obj.sizes = self._measure(obj.pool)
+            self._write(self._state_file(obj.name), obj.pool)
+        except BaseException:
+            backends.call(obj.pool, "stop", quiet=True)
+            raise
         obj.active = True
 
     def start(self, name: str, flags: int = 0) -> None:
@@ -562,9 +614,10 @@ class StorageDriver:
             obj = self._obj(name)
             if obj.active:
                 raise _invalid(f"storage pool '{name}' is already active")
-            if flags & (POOL_CREATE_WITH_BUILD | POOL_CREATE_WITH_BUILD_OVERWRITE):
-                self._build(obj)
+            if flags:
+                self._build(obj, backends.build_flags(flags))
             self._start(obj)
+            ev.emit_pool(self._qemu, name, obj.uuid, ev.POOL_STARTED)
 
     def _deactivate(self, obj: _PoolObj) -> None:
         self._unlink(self._state_file(obj.name))
@@ -575,12 +628,14 @@ class StorageDriver:
     def destroy(self, name: str) -> None:
         with self._lock:
             obj = self._active(name)
+            backends.call(obj.pool, "stop")  # fs: umount; logical: vgchange -aln
             self._deactivate(obj)
             # a persistent pool redefined while running takes its new definition now
             try:
                 obj.pool = parse_pool(self._config_file(name).read_bytes()) if obj.persistent else obj.pool
             except (OSError, PyvirtError):
                 pass  # the definition it ran with stays
+            ev.emit_pool(self._qemu, name, obj.uuid, ev.POOL_STOPPED)
 
     def delete(self, name: str, flags: int = 0) -> None:
         check_flags(flags, 1, "storagePoolDelete")  # VIR_STORAGE_POOL_DELETE_ZEROED: nothing to zero
@@ -590,12 +645,17 @@ class StorageDriver:
                 raise _invalid(f"storage pool '{name}' is still active")
             if obj.pool.type not in _SUPPORTED_POOL_TYPES:
                 raise _unsupported_type(obj.pool, "delete")
+            if obj.pool.type == "logical":
+                backends.call(obj.pool, "delete")  # vgremove, pvremove
+                ev.emit_pool(self._qemu, name, obj.uuid, ev.POOL_DELETED)
+                return
             try:
                 os.rmdir(obj.pool.path)  # an empty directory only: volumes are never removed here
             except FileNotFoundError:
                 pass
             except OSError as e:
                 raise _system(e, f"failed to remove pool '{obj.pool.path}'") from e
+            ev.emit_pool(self._qemu, name, obj.uuid, ev.POOL_DELETED)
 
     def refresh(self, name: str, flags: int = 0) -> None:
         check_flags(flags, 0, "storagePoolRefresh")
@@ -605,8 +665,10 @@ class StorageDriver:
                 self._check_dir(obj.pool)
             except PyvirtError:
                 self._deactivate(obj)
+                ev.emit_pool(self._qemu, name, obj.uuid, ev.POOL_STOPPED)
                 raise
             obj.sizes = self._measure(obj.pool)
+            ev.emit_pool_refresh(self._qemu, name, obj.uuid)
 
     # -- volumes ----------------------------------------------------------------------------------
 
@@ -619,7 +681,8 @@ class StorageDriver:
         if stat.S_ISREG(st.st_mode):
             return _VolFacts(name, path, VOL_FILE, st, images.probe(path, st.st_size))
         if stat.S_ISDIR(st.st_mode):
-            return _VolFacts(name, path, VOL_DIR, st, images.ImageInfo("dir", st.st_size))
+            # libvirt gives a directory no size: capacity and allocation 0, no physical
+            return _VolFacts(name, path, VOL_DIR, st, images.ImageInfo("dir", 0))
         return None  # devices, sockets, fifos are no volumes of a dir pool
 
     def _vol(self, pool_name: str, name: str) -> tuple[_PoolObj, _VolFacts]:
@@ -629,8 +692,19 @@ class StorageDriver:
             raise _no_vol("name", name)
         return obj, facts
 
+    def _lvm(self, pool_name: str) -> LogicalVolumes | None:
+        """The volume calls of an active logical pool; None for a pool of files."""
+        obj = self._active(pool_name)
+        if obj.pool.type != "logical":
+            return None
+        from pyvirt.storage.logical_volumes import LogicalVolumes
+
+        return LogicalVolumes(self, obj)
+
     def list_volumes(self, pool_name: str) -> list[VolRef]:
         with self._lock:
+            if (lv := self._lvm(pool_name)) is not None:
+                return lv.refs()
             obj = self._active(pool_name)
             try:
                 names = sorted(os.listdir(obj.pool.path))
@@ -645,6 +719,8 @@ class StorageDriver:
 
     def lookup_volume(self, pool_name: str, name: str) -> VolRef:
         with self._lock:
+            if (lv := self._lvm(pool_name)) is not None:
+                return lv.lookup(name)
             _, facts = self._vol(pool_name, name)
             return VolRef(pool_name, name, facts.path)
 
@@ -654,6 +730,11 @@ class StorageDriver:
         with self._lock:
             for obj in self._pools.values():
                 if not obj.active:
+                    continue
+                if obj.pool.type == "logical":
+                    found = (lv := self._lvm(obj.name)) is not None and lv.find(path)
+                    if found:
+                        return found
                     continue
                 directory, name = os.path.split(clean)
                 if (directory != obj.pool.path
@@ -671,12 +752,16 @@ class StorageDriver:
     def vol_info(self, ref: VolRef) -> list[int]:
         """[type, capacity, allocation] (libvirt's virStorageVolGetInfo)."""
         with self._lock:
+            if (lv := self._lvm(ref.pool)) is not None:
+                return lv.info(ref.name)
             _, facts = self._vol(ref.pool, ref.name)
-            return [facts.type, facts.image.capacity, facts.st.st_blocks * 512]
+            return [facts.type, facts.image.capacity, _allocation(facts)]
 
     def vol_xml(self, ref: VolRef, flags: int = 0) -> str:
         check_flags(flags, 0, "storageVolGetXMLDesc")
         with self._lock:
+            if (lv := self._lvm(ref.pool)) is not None:
+                return lv.xml(ref.name)
             _, facts = self._vol(ref.pool, ref.name)
             return format_volume(self._volume_model(facts))
 
@@ -693,8 +778,8 @@ class StorageDriver:
                 enc.secrets.append(EncryptionSecret(type="passphrase", uuid=secret))
             target.encryption = enc
         vol = Volume(type=("file", "block", "dir")[facts.type], name=facts.name, key=facts.path,
-                     capacity=Scaled.of(image.capacity), allocation=Scaled.of(st.st_blocks * 512),
-                     physical=Scaled.of(st.st_size), target=target)
+                     capacity=Scaled.of(image.capacity), allocation=Scaled.of(_allocation(facts)),
+                     physical=Scaled.of(st.st_size) if facts.type != VOL_DIR else None, target=target)
         if image.backing:
             backing = image.backing
             if not backing.startswith("/"):
@@ -776,6 +861,11 @@ class StorageDriver:
         check_flags(flags, VOL_CREATE_PREALLOC_METADATA | VOL_CREATE_REFLINK | VOL_CREATE_VALIDATE,
                     "storageVolCreateXMLFrom" if source is not None else "storageVolCreateXML")
         with self._lock:
+            if (lv := self._lvm(pool_name)) is not None:
+                if source is not None:
+                    raise _err(codes.VIR_ERR_NO_SUPPORT, "this function is not supported by the connection "
+                               "driver: copying a volume into a logical pool")
+                return lv.create(xml)
             obj, vol, path = self._prepare_new(pool_name, xml)
             src = self._vol(source.pool, source.name)[1] if source is not None else None
             fmt = vol.format_type or "raw"
@@ -818,16 +908,15 @@ class StorageDriver:
                            "XML error: missing encryption secret: add <secret type='passphrase' uuid='...'/> "
                            "to <encryption>, naming a secret that has a value")
             secret = self._secret_value(uuids[0])
-            if src is not None:
-                raise _err(codes.VIR_ERR_NO_SUPPORT,
-                           "this function is not supported by the connection driver: "
-                           "creating an encrypted volume from another volume")
-        if src is not None and src.image.encryption:
-            raise _err(codes.VIR_ERR_NO_SUPPORT,
-                           "this function is not supported by the connection driver: "
-                       f"copying the encrypted volume '{src.path}'")
         if src is not None and src.type != VOL_FILE:
             raise _invalid(f"volume '{src.path}' is not a file")
+        # a copy from or to an encrypted volume: libvirt makes the new volume with qemu-img create
+        # (encrypted with its own secret), then copies the data with qemu-img convert -n
+        src_secret = self._volume_secret(src) if src is not None and src.image.encryption else None
+        two_step = src is not None and (secret is not None or src_secret is not None)
+        if two_step:
+            assert src is not None
+            capacity = max(capacity, src.image.capacity)
         backing_path = backing_fmt = None
         if backing is not None and backing.path:
             if src is not None:
@@ -860,8 +949,33 @@ class StorageDriver:
                 options.append("lazy_refcounts=on")
         state_dir = self.paths.state_dir
 
+        def create(files: dict[str, Path]) -> None:
+            args = ["create", "-f", "luks" if fmt == "raw" and secret is not None else fmt]
+            opts = list(options)
+            if secret is not None:
+                args += images.secret_object(_SECRET_ALIAS, files["vol"])
+                opts[:0] = [f"key-secret={_SECRET_ALIAS}"] if fmt == "raw" else \
+                    ["encrypt.format=luks", f"encrypt.key-secret={_SECRET_ALIAS}"]
+            if backing_path is not None:
+                args += ["-b", backing_path, "-F", backing_fmt or "raw"]
+            if opts:
+                args += ["-o", ",".join(opts)]
+            images.qemu_img([*args, path, f"{(capacity + 1023) // 1024}K"], f"creating {path}")
+
+        def convert(files: dict[str, Path]) -> None:
+            assert src is not None
+            args = ["convert", "--image-opts", "-n", "--target-image-opts"]
+            if secret is not None:
+                args += images.secret_object(_SECRET_ALIAS, files["vol"])
+            if src_secret is not None:
+                args += images.secret_object(_SOURCE_SECRET_ALIAS, files["src"])
+            args += [images.image_opts(src.image.format, src.path, src_secret is not None,
+                                       _SOURCE_SECRET_ALIAS),
+                     images.image_opts(fmt, path, secret is not None, _SECRET_ALIAS)]
+            images.qemu_img(args, f"copying {src.path} to {path}")
+
         def make() -> None:
-            if src is not None:
+            if src is not None and not two_step:
                 if fmt == "raw" and src.image.format == "raw":
                     _copy_raw(src.path, path, capacity)
                 else:
@@ -870,29 +984,32 @@ class StorageDriver:
                         args += ["-o", ",".join(options)]
                     images.qemu_img([*args, src.path, path], f"copying {src.path} to {path}")
                 return
-            if fmt == "raw" and secret is None:
+            if fmt == "raw" and secret is None and not two_step:
                 _make_raw(path, capacity, vol.allocation_bytes, bool(flags & VOL_CREATE_PREALLOC_METADATA))
                 return
-            args = ["create", "-f", "luks" if fmt == "raw" else fmt]
-            secret_file = None
-            try:
-                if secret is not None:
-                    secret_file = images.write_secret_file(state_dir, "vol", secret)
-                    sid = "vol_encrypt0"
-                    args += ["--object", f"secret,id={sid},file={secret_file}"]
-                    options[:0] = [f"key-secret={sid}"] if fmt == "raw" else \
-                        ["encrypt.format=luks", f"encrypt.key-secret={sid}"]
-                if backing_path is not None:
-                    args += ["-b", backing_path, "-F", backing_fmt or "raw"]
-                if options:
-                    args += ["-o", ",".join(options)]
-                images.qemu_img([*args, path, f"{(capacity + 1023) // 1024}K"],
-                                f"creating {path}")
-            finally:
-                if secret_file is not None:
-                    secret_file.unlink(missing_ok=True)
+            values = {"vol": secret} if secret is not None else {}
+            if src_secret is not None:
+                values["src"] = src_secret
+            with images.secret_files(state_dir, values) as files:
+                create(files)
+                if two_step:
+                    convert(files)
 
         return make
+
+    def _volume_secret(self, facts: _VolFacts, *, resizing: bool = False) -> bytes:
+        """The passphrase of an existing encrypted volume: its secret is the one whose usage is the
+        volume's path, as libvirt finds it (storageBackendLoadDefaultSecrets). Without one, libvirt's
+        error of the operation: resize checks the encryption first, a copy reads the secret."""
+        uuid = self._secret_uuid_for(facts.path)
+        if uuid is None and resizing:
+            raise _err(codes.VIR_ERR_XML_ERROR, "XML error: no secret provided for luks encryption",
+                       str1="XML error: %s")
+        if uuid is None:
+            raise _err(codes.VIR_ERR_INVALID_ARG,
+                       "invalid argument: A single <secret type='passphrase'...> element is expected in "
+                       "encryption description", str1="invalid argument: %s")
+        return self._secret_value(uuid)
 
     # -- volumes: changes -------------------------------------------------------------------------
 
@@ -917,11 +1034,16 @@ class StorageDriver:
                 if src is None:
                     continue
                 hit = False
+                path = None
                 if disk.type == "volume":
                     hit = src.pool == pool_name and src.volume == facts.name
+                    obj = self._pools.get(src.pool or "")
+                    if obj is not None and src.volume and "/" not in src.volume:
+                        path = os.path.join(obj.pool.path, src.volume)
                 else:
                     path = src.file if disk.type == "file" else src.dev if disk.type == "block" else None
-                    hit = path is not None and os.path.realpath(path) == real
+                # the disk's image, then its backing chain: an overlay's guest reads this volume too
+                hit = hit or (path is not None and real in _chain(path))
                 if hit and dom.name not in users:
                     users.append(dom.name or "")
         return users
@@ -938,6 +1060,8 @@ class StorageDriver:
     def delete_volume(self, ref: VolRef, flags: int = 0) -> None:
         check_flags(flags, VOL_DELETE_ZEROED | VOL_DELETE_WITH_SNAPSHOTS, "storageVolDelete")
         with self._lock:
+            if (lv := self._lvm(ref.pool)) is not None:
+                return lv.delete(ref.name)
             _, facts = self._vol(ref.pool, ref.name)
             self._refuse_in_use(ref.pool, facts, "delete")
             try:
@@ -951,25 +1075,47 @@ class StorageDriver:
                 raise _system(e, f"cannot unlink file '{facts.path}'") from e
 
     def wipe_volume(self, ref: VolRef, algorithm: int = VOL_WIPE_ALG_ZERO, flags: int = 0) -> None:
+        """libvirt's virStorageVolWipePattern for a file: zeros written by the driver (a sparse
+        file is emptied and extended back), scrub's patterns by ``scrub -f -p``, TRIM refused."""
         check_flags(flags, 0, "storageVolWipePattern")
+        if not 0 <= algorithm < len(_WIPE_PATTERNS):
+            raise _err(codes.VIR_ERR_INVALID_ARG,
+                       f"invalid argument: wiping algorithm {algorithm} not supported",
+                       str1="invalid argument: %s")
         with self._lock:
+            if (lv := self._lvm(ref.pool)) is not None:
+                return lv.wipe(ref.name, algorithm)
             _, facts = self._vol(ref.pool, ref.name)
-            if algorithm != VOL_WIPE_ALG_ZERO:
-                raise _err(codes.VIR_ERR_NO_SUPPORT,
-                           "this function is not supported by the connection driver: "
-                           f"wipe algorithm {algorithm} "
-                           "(pyvirt writes zeros only: use --algorithm zero)")
-            if facts.type != VOL_FILE:
-                raise _invalid(f"cannot wipe volume '{facts.path}': it is not a file")
             self._refuse_in_use(ref.pool, facts, "wipe")
             try:
-                _zero(facts.path, facts.st.st_size)
+                fd = os.open(facts.path, os.O_RDWR | os.O_CLOEXEC)
             except OSError as e:
-                raise _system(e, f"failed to wipe volume '{facts.path}'") from e
+                raise _system(e, f"Failed to open storage volume with path '{facts.path}'") from e
+            try:
+                if algorithm == VOL_WIPE_ALG_TRIM:
+                    raise _err(codes.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                               "argument unsupported: 'trim' algorithm not supported",
+                               str1="argument unsupported: %s")
+                if algorithm != VOL_WIPE_ALG_ZERO:
+                    images.scrub(_WIPE_PATTERNS[algorithm], facts.path)
+                    return
+                st = os.fstat(fd)
+                try:
+                    if st.st_blocks < st.st_size // 512:  # sparse: a hole reads as zeros
+                        os.ftruncate(fd, 0)
+                        os.ftruncate(fd, st.st_size)
+                    else:  # libvirt writes the allocation: a partly used last block is zeroed whole
+                        _zero_fd(fd, st.st_blocks * 512)
+                except OSError as e:
+                    raise _system(e, f"Failed to write to storage volume with path '{facts.path}'") from e
+            finally:
+                os.close(fd)
 
     def resize_volume(self, ref: VolRef, capacity: int, flags: int = 0) -> None:
         check_flags(flags, VOL_RESIZE_ALLOCATE | VOL_RESIZE_DELTA | VOL_RESIZE_SHRINK, "storageVolResize")
         with self._lock:
+            if (lv := self._lvm(ref.pool)) is not None:
+                return lv.resize(ref.name, capacity, flags)
             _, facts = self._vol(ref.pool, ref.name)
             current = facts.image.capacity
             allocation = facts.st.st_blocks * 512
@@ -984,13 +1130,10 @@ class StorageDriver:
             if new < current and not flags & VOL_RESIZE_SHRINK:
                 raise _err(codes.VIR_ERR_INVALID_ARG, "invalid argument: Can't shrink capacity below current "
                            "capacity unless shrink flag explicitly specified")
-            if facts.image.encryption:
-                raise _err(codes.VIR_ERR_NO_SUPPORT,
-                           "this function is not supported by the connection driver: "
-                           f"resizing the encrypted volume '{facts.path}'")
             if facts.type != VOL_FILE:
                 raise _invalid(f"cannot resize volume '{facts.path}': it is not a file")
-            if facts.image.format == "raw":
+            encrypted = facts.image.encryption is not None
+            if facts.image.format == "raw" and not encrypted:
                 try:
                     with open(facts.path, "r+b") as f:
                         if flags & VOL_RESIZE_ALLOCATE and new > facts.st.st_size:
@@ -998,14 +1141,31 @@ class StorageDriver:
                         os.ftruncate(f.fileno(), new)
                 except OSError as e:
                     raise _system(e, f"Failed to truncate file '{facts.path}'") from e
-            else:
-                args = ["resize"] + (["--shrink"] if new < current else []) + \
-                    ["-f", facts.image.format, facts.path, str(new)]
-                images.qemu_img(args, f"resizing {facts.path}")
+                return
+            if flags & VOL_RESIZE_ALLOCATE:
+                kind = "an unencrypted raw volume" if facts.image.format == "raw" else "raw type volume"
+                raise _err(codes.VIR_ERR_OPERATION_UNSUPPORTED,
+                           f"Operation not supported: preallocate is only supported for {kind}",
+                           str1="Operation not supported: %s")
+            new = (new + 511) // 512 * 512  # qemu-img resizes by whole sectors only
+            shrink = ["--shrink"] if new < current else []
+            if not encrypted:
+                images.qemu_img(["resize", *shrink, "-f", facts.image.format, facts.path, str(new)],
+                                f"resizing {facts.path}")
+                return
+            # the guest-visible size: a LUKS volume's payload, as libvirt resizes it
+            passphrase = self._volume_secret(facts, resizing=True)
+            with images.secret_files(self.paths.state_dir, {"vol": passphrase}) as files:
+                images.qemu_img(["resize", *shrink, *images.secret_object(_SECRET_ALIAS, files["vol"]),
+                                 "--image-opts",
+                                 images.image_opts(facts.image.format, facts.path, True, _SECRET_ALIAS),
+                                 str(new)], f"resizing {facts.path}")
 
     def open_volume(self, ref: VolRef, *, write: bool) -> tuple[int, str]:
         """A descriptor on the volume's file for upload (write) or download."""
         with self._lock:
+            if (lv := self._lvm(ref.pool)) is not None:
+                return lv.open(ref.name, write=write)
             _, facts = self._vol(ref.pool, ref.name)
             if facts.type != VOL_FILE:
                 raise _invalid(f"volume '{facts.path}' is not a file")
@@ -1016,6 +1176,31 @@ class StorageDriver:
             except OSError as e:
                 raise _system(e, f"cannot open volume '{facts.path}'") from e
             return fd, facts.path
+
+
+def _allocation(facts: _VolFacts) -> int:
+    return 0 if facts.type == VOL_DIR else facts.st.st_blocks * 512
+
+
+def _chain(path: str) -> list[str]:
+    """The real paths of an image and of the backing files its headers name, in order (at most
+    :data:`_MAX_CHAIN` deep; a missing or unreadable file ends the chain)."""
+    chain: list[str] = []
+    current: str | None = path
+    while current is not None and len(chain) < _MAX_CHAIN:
+        real = os.path.realpath(current)
+        if real in chain:
+            break
+        chain.append(real)
+        try:
+            st = os.stat(real)
+        except OSError:
+            break
+        backing = images.probe(real, st.st_size).backing if stat.S_ISREG(st.st_mode) else None
+        if backing is None or "://" in backing or backing.startswith("json:"):
+            break  # a network source is no file of a pool
+        current = os.path.join(os.path.dirname(current), backing)  # as QEMU resolves it
+    return chain
 
 
 def _timestamps(st: os.stat_result) -> Timestamps:
@@ -1061,14 +1246,21 @@ def _copy_raw(source: str, dest: str, capacity: int) -> None:
 
 
 def _zero(path: str, size: int) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        _zero_fd(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _zero_fd(fd: int, size: int) -> None:
+    """Write ``size`` zero bytes from the start of ``fd`` and sync them."""
     chunk = bytes(_COPY_CHUNK)
-    with open(path, "r+b") as f:
-        left = size
-        while left > 0:
-            n = f.write(chunk[:min(left, _COPY_CHUNK)])
-            left -= n
-        f.flush()
-        os.fsync(f.fileno())
+    os.lseek(fd, 0, os.SEEK_SET)
+    left = size
+    while left > 0:
+        left -= os.write(fd, chunk[:min(left, _COPY_CHUNK)])
+    os.fdatasync(fd)
 
 
 # One storage driver per QEMU driver instance, living as long as it does.

@@ -8,24 +8,36 @@ extension, virtual size, LUKS encryption, lazy refcounts), LUKS (magic ``LUKS\\x
 payload offset) and raw (the file's size). The tests compare these with ``qemu-img info``.
 
 Passphrases reach qemu-img through a 0600 file in the storage driver's private state directory,
-named on the command line only by its path (``--object secret,file=``), never by value.
+named on the command line only by its path (``--object secret,file=``), never by value; an
+encrypted image is named by ``--image-opts`` (:func:`image_opts`), as libvirt's storage_util.c does.
+
+Wiping with a pattern runs ``scrub -f -p PATTERN PATH`` (:func:`scrub`), libvirt's way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
 
-__all__ = ["ImageInfo", "probe", "qemu_img", "QEMU_IMG"]
+__all__ = ["ImageInfo", "probe", "qemu_img", "QEMU_IMG", "SCRUB", "scrub", "image_opts", "secret_object",
+           "secret_files"]
 
 QEMU_IMG = "qemu-img"
+SCRUB = "scrub"
+#: QEMU times its PBKDF2 round with the thread's user CPU time, counted in scheduler ticks: a
+#: round that ends within one tick reads 0 ms and fails ("Unable to get accurate CPU usage"), about
+#: one run in three on this kind of host. Each retry is another independent draw.
+_PBKDF_ATTEMPTS = 25
 _QCOW2_MAGIC = b"QFI\xfb"
 _LUKS_MAGIC = b"LUKS\xba\xbe"
 _EXT_BACKING_FORMAT = 0xE2792ACA
@@ -93,18 +105,70 @@ def qemu_img(args: list[str], what: str) -> None:
         raise PyvirtError("internal error: qemu-img is not installed: install the qemu-utils package",
                           code=codes.VIR_ERR_INTERNAL_ERROR, domain=codes.VIR_FROM_STORAGE)
     argv = [binary, *args]
-    for attempt in range(3):
+    for attempt in range(_PBKDF_ATTEMPTS):
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
         if proc.returncode == 0:
             return
-        # QEMU's PBKDF benchmark sometimes reads a CPU time of zero and gives up: run it again
-        if "Unable to get accurate CPU usage" not in proc.stderr or attempt == 2:
+        if "Unable to get accurate CPU usage" not in proc.stderr or attempt == _PBKDF_ATTEMPTS - 1:
             break
+        time.sleep(0.02)
+    raise _child_failed(argv, proc, f" (while {what})", codes.VIR_FROM_STORAGE)
+
+
+def _child_failed(argv: list[str], proc: subprocess.CompletedProcess[str], suffix: str,
+                  domain: int) -> PyvirtError:
     detail = proc.stderr.strip()
-    raise PyvirtError(f"internal error: Child process ({' '.join(argv)}) unexpected exit status "
-                      f"{proc.returncode}: {detail} (while {what})",
-                      code=codes.VIR_ERR_INTERNAL_ERROR, domain=codes.VIR_FROM_STORAGE)
+    return PyvirtError(f"internal error: Child process ({' '.join(argv)}) unexpected exit status "
+                       f"{proc.returncode}: {detail}{suffix}", code=codes.VIR_ERR_INTERNAL_ERROR,
+                       domain=domain)
+
+
+def scrub(pattern: str, path: str) -> None:
+    """Overwrite ``path`` with scrub's ``pattern`` (libvirt runs ``scrub -f -p PATTERN PATH``)."""
+    binary = shutil.which(SCRUB)
+    if binary is None:  # libvirt's virCommand error, reported without a driver domain
+        raise PyvirtError(f"Cannot find '{SCRUB}' in path: No such file or directory",
+                          code=codes.VIR_ERR_SYSTEM_ERROR,
+                          domain=codes.VIR_FROM_NONE)
+    argv = [binary, "-f", "-p", pattern, path]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
+    if proc.returncode != 0:
+        raise _child_failed(argv, proc, "", codes.VIR_FROM_NONE)
+
+
+def _escape(value: str) -> str:
+    """A value inside QEMU's ``key=value,...`` syntax: a comma is doubled."""
+    return value.replace(",", ",,")
+
+
+def secret_object(alias: str, path: Path) -> list[str]:
+    """qemu-img's arguments defining secret ``alias`` read from the file ``path``."""
+    return ["--object", f"secret,id={alias},file={_escape(str(path))}"]
+
+
+def image_opts(fmt: str, path: str, encrypted: bool, alias: str | None) -> str:
+    """An image named by ``--image-opts``: ``driver=luks`` for a raw LUKS volume, the format's
+    driver with ``encrypt.key-secret`` for an encrypted qcow2."""
+    driver = "luks" if encrypted and fmt == "raw" else fmt
+    opts = f"driver={driver},file.filename={_escape(path)}"
+    if encrypted:
+        opts += f",{'encrypt.' if fmt == 'qcow2' else ''}key-secret={alias}"
+    return opts
+
+
+@contextlib.contextmanager
+def secret_files(state_dir: Path, values: dict[str, bytes]) -> Iterator[dict[str, Path]]:
+    """A 0600 file for each named passphrase, removed on leaving (whatever happens)."""
+    files: dict[str, Path] = {}
+    try:
+        for name, value in values.items():
+            files[name] = write_secret_file(state_dir, name, value)
+        yield files
+    finally:
+        for f in files.values():
+            f.unlink(missing_ok=True)
 
 
 def write_secret_file(state_dir: Path, name: str, value: bytes) -> Path:
