@@ -56,7 +56,9 @@ def register_any(conn: virConnect, dom: virDomain | None, event_id: int, cb: Cal
 
 
 def deregister_any(conn: virConnect, callback_id: int) -> int:
-    if not conn.driver.events.deregister(conn, callback_id):
+    # (a network or storage pool registration is not a domain one: pyvirt.object_events)
+    if (callback_id in conn.__dict__.get("_object_event_ids", {})
+            or not conn.driver.events.deregister(conn, callback_id)):
         raise _invalid(f"could not find event callback {callback_id} for deletion")
     return 0
 

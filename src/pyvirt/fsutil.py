@@ -10,19 +10,24 @@ from pathlib import Path
 from pyvirt.errors import OperationFailed
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int = 0o600) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int = 0o600,
+                      durable: bool = True) -> None:
     """Replace ``path`` with ``text`` (UTF-8); see :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode, durable=durable)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600,
-                       error_domain: int | None = None) -> None:
+                       error_domain: int | None = None, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: a crash leaves either the old file or the new one.
 
     The content goes to a temporary file in the same directory, is fsync'ed and renamed over
     ``path``; then the directory is fsync'ed so that the rename itself survives a power cut.
     On any error the temporary file is removed and ``path`` is left as it was; the error
     (:class:`OperationFailed`, of ``error_domain`` if given) names the file.
+
+    ``durable=False`` leaves out both fsyncs, for run-time state that a power cut makes moot
+    anyway (what it describes -- processes, bridges -- does not survive one either): the file is
+    still replaced whole, never seen half-written.
     """
     p = Path(path)
 
@@ -42,7 +47,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
             f.flush()
             if mode != 0o600:
                 os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except OSError as e:
         try:
@@ -50,7 +56,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
         except OSError:
             pass
         raise failed(e) from e
-    fsync_dir(p.parent)
+    if durable:
+        fsync_dir(p.parent)
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

@@ -215,7 +215,8 @@ def _harmless(proc: Any) -> dict[str, Any]:
     """Arguments that name no network and change nothing (a read-only connection refuses changes
     before it looks anything up)."""
     values = {"net": {"name": "nosuch", "uuid": bytes(16)}, "uuid": bytes(16), "name": "nosuch",
-              "xml": "<network/>", "mac": None, "flags": 0, "maxnames": 0, "need_results": 0, "autostart": 0}
+              "xml": "<network/>", "mac": None, "flags": 0, "maxnames": 0, "need_results": 0, "autostart": 0,
+              "eventID": 0, "callbackID": 0}
     return {name: values[name] for name, _codec in getattr(proc.args, "fields", ())}
 
 

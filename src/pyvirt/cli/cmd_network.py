@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pyvirt.cli.common import CommandFailed, api_call, read_file, table
+from pyvirt.cli.common import CommandFailed, api_call, read_file, require_api, table
 
 if TYPE_CHECKING:
     from pyvirt.cli.options import Args
@@ -167,3 +167,69 @@ def cmd_net_dhcp_leases(conn: virConnect, args: Args, out: TextIO, err: TextIO) 
                      lease["clientid"] or "-"])
     out.write(table(rows, None if args.quiet else ["Expiry Time", "MAC address", "Protocol", "IP address",
                                                    "Hostname", "Client ID or DUID"]))
+
+
+# -- net-event (and pool-event's shared wait) --------------------------------------------------------
+
+#: virsh's words for virNetworkEventLifecycleType
+_NET_EVENT_WORDS = ("Defined", "Undefined", "Started", "Stopped")
+
+
+def watch_events(args: Args, out: TextIO, names: tuple[str, ...], register: Any, deregister: Any,
+                 target: Any, handlers: dict[int, Any]) -> None:
+    """virsh's net-event / pool-event: --list, or register ``handlers[id](waiter)``'s callback for
+    the event named by --event (of ``target``, or all), wait for one event (--loop: until the
+    timeout or ^C), then print how it ended and the count; exit status 1 when nothing came."""
+    from pyvirt.cli.cmd_qemu import _Waiter
+
+    if args.list:
+        out.write("".join(n + "\n" for n in names))
+        return
+    if not args.event:
+        raise CommandFailed("either --list or --event <type> is required")
+    if args.event not in names:
+        raise CommandFailed(f"unknown event type {args.event}")
+    if args.timeout is not None and args.timeout < 1:
+        raise CommandFailed(f"Numeric value '{args.timeout}' for <timeout> option is malformed or out of "
+                            "range")
+    waiter = _Waiter(out, args.loop, args.timestamp)
+    callback_id = api_call("Failed to register event", register, target, names.index(args.event),
+                           handlers[names.index(args.event)](waiter), None)
+    try:
+        try:
+            if args.timeout:
+                ended = "" if waiter.done.wait(args.timeout) else "event loop timed out\n"
+            else:
+                while not waiter.done.wait(3600):
+                    pass
+                ended = ""
+        except KeyboardInterrupt:
+            ended = "event loop interrupted\n"
+    finally:
+        try:
+            deregister(callback_id)
+        except Exception:  # noqa: BLE001 - the connection closes next anyway
+            pass
+    out.write(f"{ended}events received: {waiter.count}\n")
+    if not waiter.count:
+        raise CommandFailed()
+
+
+def one_shot(waiter: Any, emit: Any) -> Any:
+    """A callback printing what ``emit`` makes of its arguments; without --loop, only the first
+    event (virsh ignores those that arrive before it stops waiting)."""
+    def callback(*cb_args: Any) -> None:
+        if waiter.loop or not waiter.count:
+            waiter.emit(emit(*cb_args))
+    return callback
+
+
+def cmd_net_event(conn: virConnect, args: Args, out: TextIO, err: TextIO) -> None:
+    def lifecycle(waiter: Any) -> Any:
+        return one_shot(waiter, lambda _c, net, event, _detail, _opaque: (
+            f"event 'lifecycle' for network {net.name()}: "
+            f"{_NET_EVENT_WORDS[event] if 0 <= event < len(_NET_EVENT_WORDS) else 'unknown'}"))
+
+    target = _network(conn, args.network) if args.network and not args.list else None
+    watch_events(args, out, ("lifecycle",), require_api(conn, "networkEventRegisterAny"),
+                 require_api(conn, "networkEventDeregisterAny"), target, {0: lifecycle})

@@ -13,7 +13,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pyvirt.cli.common import CommandFailed, api_call, read_file, table
+from pyvirt.cli.common import CommandFailed, api_call, read_file, require_api, table
 
 if TYPE_CHECKING:
     from pyvirt.cli.options import Args
@@ -505,3 +505,25 @@ def cmd_vol_pool(conn: virConnect, args: Args, out: TextIO, err: TextIO) -> None
     vol = vol_lookup(conn, args.vol, None)
     pool = api_call(None, vol.storagePoolLookupByVolume)
     out.write((pool.UUIDString() if args.uuid else pool.name()) + "\n")
+
+
+# -- pool-event ---------------------------------------------------------------------------------------
+
+#: virsh's words for virStoragePoolEventLifecycleType
+_POOL_EVENT_WORDS = ("Defined", "Undefined", "Started", "Stopped", "Created", "Deleted")
+
+
+def cmd_pool_event(conn: virConnect, args: Args, out: TextIO, err: TextIO) -> None:
+    from pyvirt.cli.cmd_network import one_shot, watch_events
+
+    def lifecycle(waiter: Any) -> Any:
+        return one_shot(waiter, lambda _c, pool, event, _detail, _opaque: (
+            f"event 'lifecycle' for storage pool {pool.name()}: "
+            f"{_POOL_EVENT_WORDS[event] if 0 <= event < len(_POOL_EVENT_WORDS) else 'unknown'}"))
+
+    def refresh(waiter: Any) -> Any:
+        return one_shot(waiter, lambda _c, pool, _opaque: f"event 'refresh' for storage pool {pool.name()}")
+
+    target = pool_lookup(conn, args.pool) if args.pool and not args.list else None
+    watch_events(args, out, ("lifecycle", "refresh"), require_api(conn, "storagePoolEventRegisterAny"),
+                 require_api(conn, "storagePoolEventDeregisterAny"), target, {0: lifecycle, 1: refresh})

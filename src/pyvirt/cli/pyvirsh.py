@@ -215,7 +215,15 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
         _b("no-autostart", "list networks with autostart disabled"),
         _b("uuid", "list uuid's only"), _b("name", "list network names only"),
         _b("table", "list table (default)"))),
+    Command("net-event", "Network Events", "cmd_network:cmd_net_event", (
+        _s("network", "filter by network name or uuid", positional=False),
+        _s("event", "which event type to wait for", positional=False), _LOOP, _TIMEOUT,
+        _b("list", "list valid event types"), _TIMESTAMP)),
     # ---- storage pools and volumes (cmd_storage) ----
+    Command("pool-event", "Storage Pool Events", "cmd_storage:cmd_pool_event", (
+        _s("pool", "filter by storage pool name or uuid", positional=False),
+        _s("event", "which event type to wait for", positional=False), _LOOP, _TIMEOUT,
+        _b("list", "list valid event types"), _TIMESTAMP)),
     *(Command(f"pool-{verb}", text, f"cmd_storage:cmd_pool_{verb}",
               (_s("pool", "pool name or uuid", required=True), *extra)) for verb, text, extra in (
         ("build", "build a pool", (_b("no-overwrite", "do not overwrite any existing data"),

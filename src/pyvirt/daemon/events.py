@@ -20,7 +20,10 @@ Three registration protocols exist, all served:
   event and filter by domain;
 * the legacy ones (CONNECT_DOMAIN_EVENT_REGISTER_ANY by event id, CONNECT_DOMAIN_EVENT_REGISTER for
   lifecycle): at most one per event id, for every domain, messages without a callback id;
-* QEMU monitor events (QEMU program): a callback id, a domain filter and an event-name filter.
+* QEMU monitor events (QEMU program): a callback id, a domain filter and an event-name filter;
+* network and storage pool events (CONNECT_NETWORK_EVENT_REGISTER_ANY,
+  CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY): callback ids, a network or pool filter
+  (:meth:`ClientEvents.register_object`).
 
 The callback ids are the daemon's own (one counter for all its clients, from 1), not the
 driver's: a client only ever hands back the ids it was given.
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
     from pyvirt.connection import virConnect, virDomain
 
 __all__ = ["ClientEvents", "Registration", "EVENT_ID_LAST", "PostFrame", "event_frame",
-           "wire_domain", "unsupported_event", "LEGACY", "CALLBACK", "MONITOR"]
+           "wire_domain", "unsupported_event", "LEGACY", "CALLBACK", "MONITOR", "NETWORK", "POOL"]
 
 log = logging.getLogger("pyvirt.daemon")
 
@@ -62,6 +65,10 @@ _LIFECYCLE, _REBOOT = 0, 1
 
 #: Registration kinds.
 LEGACY, CALLBACK, MONITOR = "legacy", "callback", "monitor"
+NETWORK, POOL = "network", "pool"
+#: libvirt 9.0's VIR_NETWORK_EVENT_ID_LAST and VIR_STORAGE_POOL_EVENT_ID_LAST
+_OBJECT_EVENT_ID_LAST = {NETWORK: 1, POOL: 2}
+_OBJECT_WHAT = {NETWORK: "network", POOL: "storage pool"}
 
 #: libvirtd sends every event with serial 1 (clients ignore the serial of a MESSAGE).
 _EVENT_SERIAL = 1
@@ -110,6 +117,15 @@ _MSG = {
     (LEGACY, _REBOOT): PROCEDURES.lookup("DOMAIN_EVENT_REBOOT"),
 }
 _MONITOR_MSG = PROCEDURES.lookup("QEMU_PROC_DOMAIN_MONITOR_EVENT")
+_NETWORK_MSG = PROCEDURES.lookup("NETWORK_EVENT_LIFECYCLE")
+_POOL_MSG = (PROCEDURES.lookup("STORAGE_POOL_EVENT_LIFECYCLE"),
+             PROCEDURES.lookup("STORAGE_POOL_EVENT_REFRESH"))
+
+
+def _uuid_text(raw: bytes) -> str:
+    import uuid
+
+    return str(uuid.UUID(bytes=bytes(raw)))
 
 
 @dataclass
@@ -213,10 +229,15 @@ class ClientEvents:
                 del self._regs[callback_id]
                 reg.armed = False
         if reg is None:
-            what = "qemu monitor event" if kind == MONITOR else "domain event"
+            what = ("qemu monitor event" if kind == MONITOR else
+                    f"{_OBJECT_WHAT[kind]} event" if kind in _OBJECT_WHAT else "domain event")
             raise _internal(f"{what} callback {callback_id} not registered")
         if reg.api_id is not None:
-            if kind == MONITOR:
+            if kind == NETWORK:
+                conn.networkEventDeregisterAny(reg.api_id)
+            elif kind == POOL:
+                conn.storagePoolEventDeregisterAny(reg.api_id)
+            elif kind == MONITOR:
                 from pyvirt.qemu import libvirt_qemu as qemu
 
                 qemu.qemuMonitorEventDeregister(conn, reg.api_id)
@@ -246,6 +267,54 @@ class ClientEvents:
             self._send(reg, lambda: event_frame(_MONITOR_MSG, body))
 
         reg.api_id = qemu.qemuMonitorEventRegister(conn, dom, event, deliver, None, flags)
+        with self._lock:
+            self._regs[reg.callback_id] = reg
+            reg.armed = True
+        return reg.callback_id
+
+    # ---- network and storage pool events -------------------------------------------------------
+
+    def register_object(self, conn: virConnect, kind: str, event_id: int, wire: Any) -> int:
+        """Register for network (``kind`` NETWORK) or storage pool (POOL) event ``event_id`` of
+        the object ``wire`` (remote_network / remote_storage_pool; None for all); returns the
+        callback id. As libvirtd, the object is not looked up: only its UUID filters."""
+        if not 0 <= event_id < _OBJECT_EVENT_ID_LAST[kind]:
+            raise _internal(f"unsupported {_OBJECT_WHAT[kind]} event ID {event_id}")
+        reg = Registration(kind, _next_id(), event_id, None)
+        if kind == NETWORK:
+            from pyvirt.network.api import virNetwork
+            from pyvirt.network.driver import NetworkRef
+
+            net = virNetwork(conn, NetworkRef(str(wire.name), _uuid_text(wire.uuid))) if wire else None
+            msg = _NETWORK_MSG
+
+            def lifecycle(c: object, n: Any, event: int, detail: int, opaque: object) -> None:
+                body = {"callbackID": reg.callback_id, "net": {"name": n.name(), "uuid": n.UUID()},
+                        "event": event, "detail": detail}
+                self._send(reg, lambda: event_frame(msg, body))
+
+            reg.api_id = conn.networkEventRegisterAny(net, event_id, lifecycle, None)
+        else:
+            from pyvirt.storage.api import virStoragePool
+            from pyvirt.storage.driver import PoolRef
+
+            pool = virStoragePool(conn, PoolRef(str(wire.name), _uuid_text(wire.uuid))) if wire else None
+            msg = _POOL_MSG[event_id]
+
+            def wire_pool(p: Any) -> dict[str, Any]:
+                return {"name": p.name(), "uuid": p.UUID()}
+
+            def pool_lifecycle(c: object, p: Any, event: int, detail: int, opaque: object) -> None:
+                body = {"callbackID": reg.callback_id, "pool": wire_pool(p), "event": event,
+                        "detail": detail}
+                self._send(reg, lambda: event_frame(msg, body))
+
+            def refresh(c: object, p: Any, opaque: object) -> None:
+                body = {"callbackID": reg.callback_id, "pool": wire_pool(p)}
+                self._send(reg, lambda: event_frame(msg, body))
+
+            reg.api_id = conn.storagePoolEventRegisterAny(pool, event_id,
+                                                          refresh if event_id else pool_lifecycle, None)
         with self._lock:
             self._regs[reg.callback_id] = reg
             reg.armed = True

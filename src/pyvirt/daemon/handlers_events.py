@@ -2,14 +2,16 @@
 """The REMOTE program's event registrations (see :mod:`pyvirt.daemon.events` for how events reach
 the client): callback ids (CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY / _DEREGISTER_ANY) and the
 legacy per-event-id ones (CONNECT_DOMAIN_EVENT_REGISTER_ANY / _DEREGISTER_ANY, and
-CONNECT_DOMAIN_EVENT_REGISTER / _DEREGISTER for lifecycle events)."""
+CONNECT_DOMAIN_EVENT_REGISTER / _DEREGISTER for lifecycle events); and the network and storage pool
+ones (CONNECT_NETWORK_EVENT_REGISTER_ANY, CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY and their
+_DEREGISTER_ANY), callback ids only."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pyvirt.daemon.dispatch import ClientSession
-from pyvirt.daemon.events import CALLBACK, LEGACY
+from pyvirt.daemon.events import CALLBACK, LEGACY, NETWORK, POOL
 from pyvirt.daemon.handlers import HANDLERS
 from pyvirt.daemon.handlers_domain import domain_of
 
@@ -53,3 +55,18 @@ def deregister(session: ClientSession, args: None) -> Any:
     events = session.events
     events.deregister(session.require_conn(), LEGACY, events.legacy_id(_LIFECYCLE))
     return {"cb_registered": 0}
+
+
+def _object_handlers(kind: str, noun: str, field: str) -> None:
+    @_h(f"CONNECT_{noun}_EVENT_REGISTER_ANY")
+    def register_object(session: ClientSession, args: Any) -> Any:
+        return {"callbackID": session.events.register_object(session.require_conn(), kind, args.eventID,
+                                                             getattr(args, field))}
+
+    @_h(f"CONNECT_{noun}_EVENT_DEREGISTER_ANY")
+    def deregister_object(session: ClientSession, args: Any) -> Any:
+        session.events.deregister(session.require_conn(), kind, args.callbackID)
+
+
+_object_handlers(NETWORK, "NETWORK", "net")
+_object_handlers(POOL, "STORAGE_POOL", "pool")

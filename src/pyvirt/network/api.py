@@ -157,6 +157,22 @@ class NetworkConnectMethods:
 
         return [ref.name for ref in _driver(self).list_all(LIST_INACTIVE)]
 
+    def networkEventRegisterAny(self, net: virNetwork | None, eventID: int,  # noqa: N802, N803
+                                cb: Any, opaque: Any) -> int:
+        """Lifecycle events ``cb(conn, net, event, detail, opaque)`` of ``net`` (None: every
+        network), delivered on pyvirt's event thread (:mod:`pyvirt.object_events`)."""
+        from pyvirt import object_events
+
+        object_events.check_network_event_id(eventID)  # a bad id changes nothing, even here
+        _driver(self)  # the first use of the network API defines 'default' before, not after
+        return object_events.register_network(self, net, eventID, cb, opaque)  # type: ignore[arg-type]
+
+    def networkEventDeregisterAny(self, callbackID: int) -> None:  # noqa: N802, N803
+        """None, as libvirt-python's."""
+        from pyvirt import object_events
+
+        object_events.deregister(self, "network", callbackID)  # type: ignore[arg-type]
+
     def numOfNetworks(self) -> int:  # noqa: N802
         return len(self.listNetworks())
 

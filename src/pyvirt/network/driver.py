@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pyvirt import _errcodes as codes
+from pyvirt import object_events as ev
 from pyvirt.errors import OperationFailed, PyvirtError
 from pyvirt.fsutil import atomic_write_text
 from pyvirt.network import host
@@ -167,6 +168,9 @@ def passt_hint() -> str:
 
 class NetworkDriver:
     """The virtual networks of one driver instance."""
+
+    #: the QEMU driver whose event bus carries this driver's events (set by driver_for)
+    events_of: weakref.ref[QemuDriver] | None = None
 
     def __init__(self, paths: NetworkPaths, *, privileged: bool) -> None:
         self.paths = paths
@@ -378,6 +382,7 @@ class NetworkDriver:
             else:
                 old.definition = net
             log.debug("network %s defined", net.name)
+            ev.emit_network(self.events_of, *self._ref(net), ev.NET_DEFINED)
             return self._ref(net)
 
     def create_xml(self, xml: str | bytes, flags: int = 0) -> NetworkRef:
@@ -394,6 +399,7 @@ class NetworkDriver:
             entry = old if old is not None else _Entry(None)
             self._start(net.name, entry, net)
             self._nets[net.name] = entry
+            ev.emit_network(self.events_of, *self._ref(net), ev.NET_STARTED)
             return self._ref(net)
 
     def undefine(self, ref: NetworkRef) -> None:
@@ -414,6 +420,7 @@ class NetworkDriver:
             entry.autostart = False
             if entry.running is None:
                 del self._nets[ref.name]
+            ev.emit_network(self.events_of, *ref, ev.NET_UNDEFINED)
 
     def set_autostart(self, ref: NetworkRef, autostart: bool) -> None:
         with self._lock:
@@ -517,6 +524,7 @@ class NetworkDriver:
                              f"'{ref.name}' is already active")
             assert entry.definition is not None
             self._start(ref.name, entry, entry.definition)
+            ev.emit_network(self.events_of, *ref, ev.NET_STARTED)
 
     def refuse_unprivileged(self) -> None:
         if not self.privileged:
@@ -558,7 +566,6 @@ class NetworkDriver:
             if bridge and not host.link_exists(bridge):
                 raise _error(codes.VIR_ERR_NO_SUPPORT, f"Cannot get interface MTU on '{bridge}': No such "
                              f"device: the host bridge named by network '{name}' must exist before it starts")
-            running.xml = net.to_xml()
             self._commit_start(name, entry, net, running)
             return
         bridge = net.bridge_name
@@ -569,6 +576,9 @@ class NetworkDriver:
                          f"interface named {bridge}; give network '{name}' another <bridge name=.../>")
         self._check_overlap(name, net)
         ip = net.ipv4()
+        running.xml = net.to_xml()  # the live definition: nothing below changes it
+        want_dnsmasq = ip is not None and (ip.dhcp is not None or net.dns is None
+                                           or net.dns.enable is not False)
         try:
             self._mkdir(self.paths.status_dir)
             host.create_bridge(bridge, mac=net.mac.address if net.mac else None,
@@ -576,38 +586,46 @@ class NetworkDriver:
                                delay=(net.bridge.delay or 0) if net.bridge else 0,
                                address=ip.interface() if ip is not None else None)
             running.bridge = bridge
-            self._save_status(name, running, net)
+            if want_dnsmasq:
+                # recorded before they exist: a stop (or a crash's cleanup) removes what is there
+                files = self._dnsmasq_files(name)
+                running.files += [str(files["conf"]), str(files["pid"])]
+                if not files["leases"].exists():
+                    running.files.append(str(files["leases"]))  # made by this start: a failed one removes it
+            self._save_status(name, running)
             if ip is not None and mode in ("nat", "route"):
                 ip_if = ip.interface()
                 assert isinstance(ip_if, ipaddress.IPv4Interface)
                 assert net.uuid is not None
                 running.chains = host.add_rules(name, net.uuid, bridge, ip_if.network, mode)
-                self._save_status(name, running, net)
+                self._save_status(name, running)
                 host.enable_forwarding()
-            if ip is not None and (ip.dhcp is not None or net.dns is None or net.dns.enable is not False):
-                running.dnsmasq_pid = self._start_dnsmasq(name, net, running)
+            if want_dnsmasq:
+                running.dnsmasq_pid = self._start_dnsmasq(name, net)
             self._commit_start(name, entry, net, running)
         except BaseException:
             self._undo(name, running, failed=True)
             raise
 
     def _commit_start(self, name: str, entry: _Entry, net: Network, running: _Running) -> None:
-        running.xml = net.to_xml()
-        self._save_status(name, running, net)
+        if not running.xml:
+            running.xml = net.to_xml()
+        self._save_status(name, running)
         entry.live, entry.running = net, running
         log.debug("network %s started", name)
 
-    def _save_status(self, name: str, running: _Running, net: Network) -> None:
-        running.xml = net.to_xml()
+    def _save_status(self, name: str, running: _Running) -> None:
         self._mkdir(self.paths.status_dir)
-        atomic_write_text(self._status_file(name), running.to_json(), mode=0o600)
+        # run-time state (RUN is a tmpfs on a host): replaced whole, but not fsync'ed -- after a power
+        # cut the bridge and dnsmasq it describes are gone too, and _load cleans up after it
+        atomic_write_text(self._status_file(name), running.to_json(), mode=0o600, durable=False)
 
     def _dnsmasq_files(self, name: str) -> dict[str, Path]:
         d = self.paths.dnsmasq_dir
         return {"conf": d / f"{name}.conf", "leases": d / f"{name}.leases",
                 "pid": self.paths.status_dir / f"{name}.pid"}
 
-    def _start_dnsmasq(self, name: str, net: Network, running: _Running) -> int:
+    def _start_dnsmasq(self, name: str, net: Network) -> int:
         ip = net.ipv4()
         assert ip is not None and net.bridge_name is not None
         files = self._dnsmasq_files(name)
@@ -628,31 +646,34 @@ class NetworkDriver:
                                    lease_file=files["leases"], ip=ip_if, ranges=ranges, dhcp_hosts=dhcp_hosts,
                                    dns_hosts=dns_hosts, forwarders=forwarders,
                                    domain=net.domain.name if net.domain is not None else None)
-        atomic_write_text(files["conf"], conf, mode=0o600)
-        running.files += [str(files["conf"]), str(files["pid"])]
-        if not files["leases"].exists():
-            running.files.append(str(files["leases"]))  # made by this start: a failed one removes it
-        self._save_status(name, running, net)
+        atomic_write_text(files["conf"], conf, mode=0o600, durable=False)  # rewritten by each start
         return host.start_dnsmasq(files["conf"], files["pid"])
 
     def _undo(self, name: str, running: _Running, *, failed: bool = False) -> None:
         """Remove what ``running`` records, in reverse order; problems are logged, not raised.
         A stop keeps the lease file (libvirt keeps its lease status); a failed start removes the one
         it made."""
-        # dnsmasq ends while the rules and the bridge go (it is waited for below)
-        host.signal_dnsmasq(running.dnsmasq_pid)
+        # libvirt's order (networkShutdownNetworkVirtual): SIGTERM to dnsmasq, firewall rules, bridge;
+        # here the kernel deletes the bridge while nft runs, and dnsmasq's exit is waited for last
+        dnsmasq = host.signal_dnsmasq(running.dnsmasq_pid)
+        deletion = None
+        if running.bridge:
+            try:
+                deletion = host.begin_delete_link(running.bridge)
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on
+                log.warning("network %s: deleting bridge %s: %s", name, running.bridge, exc)
         if running.chains:
             try:
                 host.remove_rules(running.chains)
             except Exception as exc:  # noqa: BLE001
                 log.warning("network %s: removing firewall rules: %s", name, exc)
-        if running.bridge:
+        if deletion is not None:
             try:
-                host.delete_link(running.bridge)
+                deletion.wait()
             except Exception as exc:  # noqa: BLE001
                 log.warning("network %s: deleting bridge %s: %s", name, running.bridge, exc)
         try:
-            host.stop_dnsmasq(running.dnsmasq_pid)
+            host.stop_dnsmasq(dnsmasq)
         except Exception as exc:  # noqa: BLE001 - cleanup goes on
             log.warning("network %s: stopping dnsmasq: %s", name, exc)
         for f in running.files:
@@ -680,6 +701,7 @@ class NetworkDriver:
             if entry.definition is None:
                 del self._nets[ref.name]
             log.debug("network %s destroyed", ref.name)
+            ev.emit_network(self.events_of, *ref, ev.NET_STOPPED)
 
     def stop_all(self) -> None:
         """Stop every running network (tests and benchmarks tearing an instance down)."""
@@ -758,6 +780,7 @@ def driver_for(qemu: QemuDriver) -> NetworkDriver:
         if found is None:
             found = _drivers[qemu] = NetworkDriver(network_paths(qemu.paths),
                                                    privileged=is_privileged(qemu.paths))
+            found.events_of = weakref.ref(qemu)
             if found.privileged:
                 # networks marked autostart (only ever by a user of the network API) start before
                 # any domain needs them, once per boot

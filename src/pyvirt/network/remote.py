@@ -75,6 +75,21 @@ class RemoteNetworkMethods:
     def numOfNetworks(self) -> int:  # noqa: N802
         return int(self._call("CONNECT_NUM_OF_NETWORKS", "virConnectNumOfNetworks").num)
 
+    def networkEventRegisterAny(self, net: RemoteNetwork | None, eventID: int,  # noqa: N802, N803
+                                cb: Any, opaque: Any) -> int:
+        """Lifecycle events ``cb(conn, net, event, detail, opaque)`` of ``net`` (None: every network),
+        registered with the server (REMOTE_PROC_CONNECT_NETWORK_EVENT_REGISTER_ANY)."""
+        from pyvirt.object_events import check_network_event_id
+
+        check_network_event_id(eventID)
+        wire = {"name": net._name, "uuid": net._uuid} if net is not None else None
+        return self._register_remote("network", "CONNECT_NETWORK_EVENT_REGISTER_ANY",  # type: ignore[attr-defined]
+                                     "virConnectNetworkEventRegisterAny", eventID, cb, opaque, net=wire)
+
+    def networkEventDeregisterAny(self, callbackID: int) -> None:  # noqa: N802, N803
+        self._deregister_remote("network", "CONNECT_NETWORK_EVENT_DEREGISTER_ANY",  # type: ignore[attr-defined]
+                                "virConnectNetworkEventDeregisterAny", callbackID)
+
     def numOfDefinedNetworks(self) -> int:  # noqa: N802
         return int(self._call("CONNECT_NUM_OF_DEFINED_NETWORKS", "virConnectNumOfDefinedNetworks").num)
 

@@ -13,12 +13,13 @@ ours), so stopping a domain removes them with nothing left to forget.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import random
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
@@ -126,16 +127,9 @@ def _create_tap(vnet_hdr: bool) -> tuple[int, str]:
 
 
 def open_taps(driver: QemuDriver, live: Domain) -> Taps:
-    from pyvirt.network.host import off_loop
-
-    return cast(Taps, off_loop(_open_taps)(driver, live))
-
-
-def _open_taps(driver: QemuDriver, live: Domain) -> Taps:
     """A tap per network/bridge interface of ``live``, attached to its bridge; ``live`` gets each
     tap's name as ``<target dev=.../>`` and, for a network, the bridge in its ``<source>``."""
-    from pyroute2 import IPRoute
-
+    from pyvirt.network import host
     from pyvirt.xml.domain_devices import NetTarget
 
     taps = Taps()
@@ -143,37 +137,37 @@ def _open_taps(driver: QemuDriver, live: Domain) -> Taps:
     if not bridges:
         return taps
     try:
-        with IPRoute() as ip:
-            for i, net in _tap_interfaces(live):
-                alias = _alias(net, i)
-                bridge = bridges[alias]
-                model = net.model.type if net.model is not None else None
-                try:
-                    fd, name = _create_tap(vnet_hdr=model == "virtio")
-                except OSError as exc:
-                    raise PyvirtError(f"Unable to create tap device for interface {alias}: {exc.strerror}",
-                                      code=codes.VIR_ERR_SYSTEM_ERROR, domain=codes.VIR_FROM_NONE) from exc
-                taps.fds[alias] = [fd]
-                taps.names[alias] = name
-                br_index = ip.link_lookup(ifname=bridge)
-                if not br_index:
-                    raise PyvirtError(f"Cannot get interface MTU on '{bridge}': No such device",
-                                      code=codes.VIR_ERR_SYSTEM_ERROR, domain=codes.VIR_FROM_NONE)
-                mtu = ip.get_links(br_index[0])[0].get_attr("IFLA_MTU")
-                index = ip.link_lookup(ifname=name)[0]
-                guest_mac = net.mac.address if net.mac is not None else None
-                ip.link("set", index=index, address=_tap_mac(guest_mac), mtu=mtu)
-                ip.link("set", index=index, master=br_index[0], state="up")
-                if net.target is None:
-                    net.target = NetTarget()
-                net.target.dev = name
-                if net.type == "network" and net.source is not None:
-                    net.source.bridge = bridge
+        for i, net in _tap_interfaces(live):
+            alias = _alias(net, i)
+            bridge = bridges[alias]
+            model = net.model.type if net.model is not None else None
+            try:
+                fd, name = _create_tap(vnet_hdr=model == "virtio")
+            except OSError as exc:
+                raise PyvirtError(f"Unable to create tap device for interface {alias}: {exc.strerror}",
+                                  code=codes.VIR_ERR_SYSTEM_ERROR, domain=codes.VIR_FROM_NONE) from exc
+            taps.fds[alias] = [fd]
+            taps.names[alias] = name
+            br_index = host.ifindex(bridge)
+            if br_index is None:
+                raise PyvirtError(f"Cannot get interface MTU on '{bridge}': No such device",
+                                  code=codes.VIR_ERR_SYSTEM_ERROR, domain=codes.VIR_FROM_NONE)
+            index = host.ifindex(name)
+            if index is None:
+                raise OSError(errno.ENODEV, f"tap device {name} vanished")
+            guest_mac = net.mac.address if net.mac is not None else None
+            host.set_link(index, address=_tap_mac(guest_mac), mtu=host.link_mtu(br_index))
+            host.set_link(index, master=br_index, state="up")
+            if net.target is None:
+                net.target = NetTarget()
+            net.target.dev = name
+            if net.type == "network" and net.source is not None:
+                net.source.bridge = bridge
     except PyvirtError:
         taps.close()
         raise
-    except Exception as exc:  # pyroute2's NetlinkError
+    except OSError as exc:  # netlink refused
         taps.close()
-        raise PyvirtError(f"Unable to attach tap device to its bridge: {exc}",
+        raise PyvirtError(f"Unable to attach tap device to its bridge: {exc.strerror or exc}",
                           code=codes.VIR_ERR_SYSTEM_ERROR, domain=codes.VIR_FROM_NONE) from exc
     return taps

@@ -4,7 +4,8 @@
 
 A network travels as ``remote_nonnull_network`` (name and UUID). Numbers, layouts and priorities are
 remote_protocol.x's; lookups, lists, XML, autostart and leases are allowed on a read-only connection,
-changes are not (libvirt-network.c's virCheckReadOnly). Network events, NETWORK_UPDATE, the
+changes are not (libvirt-network.c's virCheckReadOnly); any connection may register for network
+events (lifecycle, with callback ids). NETWORK_UPDATE, the
 ``*_XML_FLAGS`` variants and network ports are not declared: pyvirt's network driver has none of them.
 """
 
@@ -19,6 +20,7 @@ from pyvirt.rpc.xdr import (
     INT,
     NONNULL_NETWORK,
     NONNULL_STRING,
+    REMOTE_NETWORK,
     REMOTE_STRING,
     UINT,
     UUID,
@@ -71,3 +73,10 @@ _remote(283, "CONNECT_LIST_ALL_NETWORKS", [("need_results", INT), _FLAGS],
         [("nets", Array(NONNULL_NETWORK, NETWORK_LIST_MAX)), ("ret", UINT)], ro=True)
 _remote(341, "NETWORK_GET_DHCP_LEASES", [_NET, ("mac", REMOTE_STRING), ("need_results", INT), _FLAGS],
         [("leases", Array(DHCP_LEASE, DHCP_LEASES_MAX)), ("ret", UINT)], hi=False, ro=True)
+
+# ---- events (callback ids only: libvirt added network events with them) ----
+_remote(313, "CONNECT_NETWORK_EVENT_REGISTER_ANY", [("eventID", INT), ("net", REMOTE_NETWORK)],
+        [("callbackID", INT)], ro=True)
+_remote(314, "CONNECT_NETWORK_EVENT_DEREGISTER_ANY", [("callbackID", INT)], ro=True)
+PROCEDURES.define(Program.REMOTE, 315, "NETWORK_EVENT_LIFECYCLE",
+                  [("callbackID", INT), _NET, ("event", INT), ("detail", INT)], event=True)

@@ -25,6 +25,7 @@ from pyvirt.rpc.xdr import (
     UUID,
     Array,
     Codec,
+    Optional,
     Struct,
 )
 
@@ -102,3 +103,12 @@ _d(208, "STORAGE_VOL_UPLOAD", [_VOL, ("offset", UHYPER), ("length", UHYPER), _FL
 _d(209, "STORAGE_VOL_DOWNLOAD", [_VOL, ("offset", UHYPER), ("length", UHYPER), _FLAGS], stream=True)
 _d(259, "STORAGE_VOL_WIPE_PATTERN", [_VOL, ("algorithm", UINT), _FLAGS])
 _d(260, "STORAGE_VOL_RESIZE", [_VOL, ("capacity", UHYPER), _FLAGS])
+
+# ---- events (callback ids only) ----
+_d(368, "CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY",
+   [("eventID", INT), ("pool", Optional(NONNULL_STORAGE_POOL))], [("callbackID", INT)], hi=True, ro=True)
+_d(369, "CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY", [("callbackID", INT)], hi=True, ro=True)
+PROCEDURES.define(Program.REMOTE, 370, "STORAGE_POOL_EVENT_LIFECYCLE",
+                  [("callbackID", INT), _POOL, ("event", INT), ("detail", INT)], event=True)
+PROCEDURES.define(Program.REMOTE, 373, "STORAGE_POOL_EVENT_REFRESH", [("callbackID", INT), _POOL],
+                  event=True)

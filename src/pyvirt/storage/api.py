@@ -303,6 +303,22 @@ class StorageConnectMethods:
     def listAllStoragePools(self: Any, flags: int = 0) -> list[virStoragePool]:  # noqa: N802
         return [virStoragePool(self, ref) for ref in _driver(self).list_all(flags)]
 
+    def storagePoolEventRegisterAny(self: Any, pool: virStoragePool | None, eventID: int,  # noqa: N802, N803
+                                    cb: Any, opaque: Any) -> int:
+        """Lifecycle ``cb(conn, pool, event, detail, opaque)`` and refresh ``cb(conn, pool, opaque)``
+        events of ``pool`` (None: every pool), on pyvirt's event thread (:mod:`pyvirt.object_events`)."""
+        from pyvirt import object_events
+
+        object_events.check_pool_event_id(eventID)  # a bad id changes nothing, even here
+        _driver(self)  # pools autostart when the driver is made: before, not after
+        return object_events.register_pool(self, pool, eventID, cb, opaque)
+
+    def storagePoolEventDeregisterAny(self: Any, callbackID: int) -> None:  # noqa: N802, N803
+        """None, as libvirt-python's."""
+        from pyvirt import object_events
+
+        object_events.deregister(self, "pool", callbackID)
+
     def listStoragePools(self: Any) -> list[str]:  # noqa: N802
         return [ref.name for ref in _driver(self).list_all(2)]  # active
 

@@ -248,6 +248,21 @@ class RemoteStorageMethods:
         return list(self._call("CONNECT_LIST_DEFINED_STORAGE_POOLS", "virConnectListDefinedStoragePools",
                                maxnames=_POOL_LIST_MAX).names)
 
+    def storagePoolEventRegisterAny(self: Any, pool: RemoteStoragePool | None, eventID: int,  # noqa: N802, N803
+                                    cb: Any, opaque: Any) -> int:
+        """Lifecycle ``cb(conn, pool, event, detail, opaque)`` and refresh ``cb(conn, pool, opaque)``
+        events of ``pool`` (None: every pool), registered with the server."""
+        from pyvirt.object_events import check_pool_event_id
+
+        check_pool_event_id(eventID)
+        return int(self._register_remote("pool", "CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY",
+                                         "virConnectStoragePoolEventRegisterAny", eventID, cb, opaque,
+                                         pool=pool._wire() if pool is not None else None))
+
+    def storagePoolEventDeregisterAny(self: Any, callbackID: int) -> None:  # noqa: N802, N803
+        self._deregister_remote("pool", "CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY",
+                                "virConnectStoragePoolEventDeregisterAny", callbackID)
+
     def numOfStoragePools(self: Any) -> int:  # noqa: N802
         return int(self._call("CONNECT_NUM_OF_STORAGE_POOLS", "virConnectNumOfStoragePools").num)
 
