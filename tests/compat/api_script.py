@@ -68,10 +68,6 @@ def domain_xml(name: str, uuid: str, current_mib: int = 128, balloon: str = "vir
 def normalise(xml: str) -> str:
     root = ET.fromstring(xml)
     root.attrib.pop("id", None)
-    for parent in root.iter():
-        for child in list(parent):
-            if child.tag in ("alias", "seclabel", "resource"):
-                parent.remove(child)
     for src in root.iter("source"):
         for attr in ("file", "path"):
             if attr in src.attrib:

@@ -250,15 +250,43 @@ def test_virsh_transient_domain_same_as_libvirtd(sides: tuple[Side, Side, str], 
     same(ours, theirs, "domstate", name, status=1)   # gone with its run
 
 
-@pytest.mark.xfail(strict=True, reason="pyvirt's live XML lacks libvirt's device aliases, "
-                   "<resource>, the expanded <cpu check='full'> and the DAC <seclabel>")
-def test_live_dumpxml_same_as_libvirtd(sides: tuple[Side, Side, str], name: str) -> None:
+#: libvirt's <cpu> of a running domain is the model QEMU checked (check='full' and the features
+#: QEMU added to it); pyvirt's live XML keeps the definition's
+_LIVE_CPU = re.compile(r"  <cpu .*?</cpu>\n", re.S)
+#: the run's id: each daemon counts its own starts, and earlier tests of the module may have
+#: started a domain on one side only (a failed start) -- ids are normalised, as in the issue
+_LIVE_ID = re.compile(r"^(<domain type='\w+') id='\d+'>", re.M)
+
+
+def _live(xml: str, cpu: bool = False) -> str:
+    xml = _LIVE_ID.sub(r"\1 id='ID'>", xml)
+    return _LIVE_CPU.sub("", xml) if cpu else xml
+
+
+def _live_dumpxml(sides: tuple[Side, Side, str], name: str) -> tuple[str, str]:
+    """virsh dumpxml of the same domain, created paused, on both: (pyvirtd's, libvirtd's)."""
     ours, theirs, _ = sides
     same(ours, theirs, "create", "--paused", XML)
     try:
-        same(ours, theirs, "dumpxml", name)
+        a, b = ours.virsh("dumpxml", name), theirs.virsh("dumpxml", name)
     finally:
         same(ours, theirs, "destroy", name)
+    assert a[0] == b[0] == 0, (a, b)
+    return a[1], b[1]
+
+
+def test_live_dumpxml_same_as_libvirtd_but_cpu(sides: tuple[Side, Side, str], name: str) -> None:
+    """Device aliases, <resource> and the DAC <seclabel> of the live XML are libvirt's."""
+    ours, theirs = _live_dumpxml(sides, name)
+    assert "<alias name='serial0'/>" in ours and "<partition>/machine</partition>" in ours
+    assert _live(ours, cpu=True) == _live(theirs, cpu=True)
+
+
+@pytest.mark.xfail(strict=True, reason="pyvirt's live XML lacks libvirt's expanded <cpu check='full'> "
+                   "(the features QEMU added to the model)")
+def test_live_dumpxml_same_as_libvirtd(sides: tuple[Side, Side, str], name: str) -> None:
+    ours, theirs = _live_dumpxml(sides, name)
+    assert _live(ours) == _live(theirs)
 
 
 # ---- libvirt-python -----------------------------------------------------------------------------

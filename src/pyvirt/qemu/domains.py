@@ -9,6 +9,7 @@ when the driver starts).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -56,6 +57,8 @@ class DomainStore:
         self._by_uuid: dict[str, str] = {}
         #: the definitions parsed so far (a definition is parsed when first needed)
         self._parsed: dict[str, Domain] = {}
+        #: summary() of parsed definitions, by name: (the definition it was read from, it)
+        self._summaries: dict[str, tuple[Domain, Summary]] = {}
 
     @property
     def _parser(self) -> DomainParserConfig:
@@ -139,6 +142,15 @@ class DomainStore:
             raise InternalError("the domain parser accepted a domain without a name")
         return dom
 
+    def parse_live(self, xml: str | bytes) -> Domain:
+        """A running domain's live XML (its status), parsed as libvirt parses status XML: the runtime
+        names a definition drops (the tap devices' ``vnetN``) are kept."""
+        from pyvirt.qemu.postparse import QemuDomainConfig
+        from pyvirt.xml.domain import parse_domain
+
+        parser = self._parser
+        return parse_domain(xml, ctx=parser.for_status() if isinstance(parser, QemuDomainConfig) else parser)
+
     def check_conflicts(self, dom: Domain) -> None:
         """Refuse ``dom`` when its name or UUID belongs to another definition."""
         from pyvirt.qemu.validate import check_define_conflicts
@@ -187,7 +199,12 @@ class DomainStore:
                 return None
             dom = self._parsed.get(name)
         if dom is not None:
-            return _summary_of(dom)
+            # Kept per definition object: a definition changes by being replaced (define()
+            # parses anew), never in place, and info() of an idle domain is a hot call
+            cached = self._summaries.get(name)
+            if cached is None or cached[0] is not dom:
+                cached = self._summaries[name] = (dom, _summary_of(dom))
+            return cached[1]
         try:
             text = self.path_of(name).read_text()
         except OSError:
@@ -204,8 +221,11 @@ class DomainStore:
 
     def uuid_of(self, name: str) -> str | None:
         """The UUID of definition ``name`` without parsing it (None: no such definition)."""
-        with self._lock:
-            u = self._names().get(name)
+        index = self._index  # once loaded, changed only in place under the lock: reads need none
+        if index is None:
+            with self._lock:
+                index = self._names()
+        u = index.get(name)
         return _uuid_text(u) if u is not None else None
 
     def has(self, name: str) -> bool:
@@ -227,6 +247,7 @@ class DomainStore:
                 raise OperationFailed(f"cannot remove {self.path_of(name)}: {exc.strerror}") from exc
             uuid = self._names().pop(name)
             self._parsed.pop(name, None)
+            self._summaries.pop(name, None)
             if self._by_uuid.get(uuid) == name:
                 del self._by_uuid[uuid]
             # libvirt drops the autostart mark with the definition: a later domain of the same
@@ -315,5 +336,6 @@ def _unescape(text: str) -> str:
     return _ENTITY.sub(one, text) if "&" in text else text
 
 
+@functools.lru_cache(maxsize=4096)  # the same few UUIDs, asked for at every call of a client
 def _uuid_text(norm: str) -> str:
     return f"{norm[:8]}-{norm[8:12]}-{norm[12:16]}-{norm[16:20]}-{norm[20:]}" if len(norm) == 32 else norm

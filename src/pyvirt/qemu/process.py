@@ -67,6 +67,7 @@ from pyvirt.qemu.domstate import (  # noqa: F401 - re-exported: process.VIR_DOMA
     forget_shutoff,
     shutoff_reason,
 )
+from pyvirt.qemu.live_xml import status_xml, volume_disks
 from pyvirt.qemu.monitor import Disconnect, Monitor, QMPEvent, ShutdownEvent
 from pyvirt.qemu.security import LaunchSecurity, prime_cgroup_migration
 from pyvirt.qemu.security import restore as restore_security
@@ -331,6 +332,7 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
     # PrepareDomain: what libvirt resolves before touching the host (networks, disk sources).
     _check_networks(driver, dom)
     live = copy.deepcopy(dom)
+    volumes = volume_disks(live)  # shown as the definition has them in the live XML
     resolve_volume_disks(driver, live)  # <disk type='volume'>: the storage driver's file
     _check_disk_sources(live)
     # the passphrases of LUKS disks (a missing secret fails here, before the host is touched)
@@ -393,7 +395,7 @@ def start(driver: QemuDriver, dom: Domain, *, paused: bool = False, persistent: 
             raise _early_exit(name, log_path, log_start, live) from None
         rd = RunningDomain(name=name, uuid=dom.uuid or "", domain_id=domain_id, identity=identity,
                            monitor_path=monitor_path, lib_dir=lib_dir, status_path=status_path(driver, name),
-                           log_path=log_path, xml=live.to_xml(inactive=False, secure=True),
+                           log_path=log_path, xml=status_xml(live, volumes, cgroups=cgroup_host is not None),
                            state=VIR_DOMAIN_PAUSED, reason=VIR_DOMAIN_PAUSED_USER, persistent=persistent,
                            on_poweroff=dom.on_poweroff or "destroy", on_reboot=dom.on_reboot or "restart",
                            on_crash=dom.on_crash or "destroy", vnc_port=vnc_port)
@@ -837,7 +839,7 @@ def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
     if rd.security is not None and rd.identity.matches():
         from pyvirt.qemu.security import reserve
 
-        reserve(driver, rd.security, driver.domains.parse(rd.xml))
+        reserve(driver, rd.security, driver.domains.parse_live(rd.xml))
     if not rd.identity.matches():
         # It died (or its pid was reused) while no process watched it.
         stop(driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED)

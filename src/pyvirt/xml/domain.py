@@ -76,6 +76,13 @@ def _q(tag: str) -> str:
     return f"{{{QEMU_NS}}}{tag}"
 
 
+class Resource(XMLObject):
+    """<resource>: the resource partition (cgroup) the domain's processes go in."""
+
+    TAG = "resource"
+    partition = Text("partition")
+
+
 # --- the qemu namespace -----------------------------------------------------------------------------
 
 class QemuArg(XMLObject):
@@ -185,6 +192,7 @@ class Domain(XMLObject):
     iothreadids = Child(IOThreadIDs)
     cputune = Child(CPUTune)
     numatune = Child(NumaTune)
+    resource = Child(Resource)
     sysinfo = Children(Sysinfo)
     os = Child(OS)
     features = Child(Features)
