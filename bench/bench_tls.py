@@ -4,17 +4,20 @@
 Both daemons are started by the benchmark with the same throwaway PKI (tests/remote/tlspki.py:
 an EC P-256 CA, server and client certificates) and the same settings (client certificate
 required, CRL, tls_allowed_dn_list): libvirtd as the tests run it (tests/libvirtd_oracle.py),
-pyvirtd with ``--root`` on a fresh embed root holding the files in ROOT/etc/pki. Every client is
-Debian's python3-libvirt 9.0, the same for both servers.
+pyvirtd with ``--root`` on a fresh embed root holding the files in ROOT/etc/pki. Each client is
+measured against both servers: Debian's python3-libvirt 9.0 (GnuTLS) and pyvirt's own client
+(``import pyvirt as libvirt``, OpenSSL).
 
 - connection set-up: ``libvirt.open(uri)`` + ``conn.close()`` (TCP, TLS handshake with both
   certificates checked, the confirmation byte, AUTH_LIST, CONNECT_OPEN, ..., CONNECT_CLOSE),
   median milliseconds over ``--opens`` rounds;
 - round trips: one connection looping ``lookupByName`` + ``dom.info()`` on an inactive domain
-  for ``--duration`` seconds; pairs per second (two RPCs each).
+  for ``--duration`` seconds; pairs per second (two RPCs each);
+- for both, the daemon's own CPU time (user + system, all its threads, from /proc) per open and
+  per pair: what the server spends, whatever else the machine is doing at the time.
 
 Each figure is the median of ``--runs`` rounds that alternate which server goes first, printed
-with the ratio pyvirtd/libvirtd (set-up: lower is better; round trips: higher is better).
+with the ratio pyvirtd/libvirtd (time: lower is better; pairs/s: higher is better).
 Target (issue 8 "Speed"): no slower than libvirtd.
 
 Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--duration SECONDS] [--runs N]
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -43,48 +47,89 @@ _XML = (f"<domain type='qemu'><name>{DOMAIN}</name>"
         "<uuid>2b8d7a2e-5c8e-4f59-9a57-0c8b8f1c2d01</uuid><memory>65536</memory>"
         "<os><type arch='x86_64'>hvm</type></os></domain>")
 
+# One phase per process: set up (define the domain; warm imports, files, the first handshake),
+# say "ready", wait for the go on stdin (the daemon's CPU time is read in between), run, print.
 _CLIENT = r'''
-import json, statistics, sys, time, libvirt
-uri, opens, duration, xml, name = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
-libvirt.registerErrorHandler(lambda *a: None, None)
+import json, statistics, sys, time
+mod, phase, uri, amount, xml, name = sys.argv[1:7]
+if mod == "libvirt":
+    import libvirt
+    libvirt.registerErrorHandler(lambda *a: None, None)
+else:
+    import pyvirt as libvirt
 conn = libvirt.open(uri)
 try:
     conn.lookupByName(name)
 except libvirt.libvirtError:
     conn.defineXML(xml)
-conn.close()
-times = []
-for _ in range(opens):
-    t = time.perf_counter()
-    c = libvirt.open(uri)
-    c.close()
-    times.append(time.perf_counter() - t)
-conn = libvirt.open(uri)
-conn.lookupByName(name).info()  # warm
-n = 0
-end = time.perf_counter() + duration
-start = time.perf_counter()
-while time.perf_counter() < end:
-    conn.lookupByName(name).info()
-    n += 1
-elapsed = time.perf_counter() - start
-conn.close()
-print(json.dumps({"open_ms": statistics.median(times) * 1000, "pairs_per_s": n / elapsed}))
+if phase == "open":
+    conn.close()
+else:
+    conn.lookupByName(name).info()  # warm
+time.sleep(0.05)
+print("ready", flush=True)
+sys.stdin.readline()
+if phase == "open":
+    times = []
+    for _ in range(int(amount)):
+        t = time.perf_counter()
+        c = libvirt.open(uri)
+        c.close()
+        times.append(time.perf_counter() - t)
+    print(json.dumps({"open_ms": statistics.median(times) * 1000, "count": len(times)}))
+else:
+    n = 0
+    start = time.perf_counter()
+    end = start + float(amount)
+    while time.perf_counter() < end:
+        conn.lookupByName(name).info()
+        n += 1
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"pairs_per_s": n / elapsed, "count": n}), flush=True)
+    sys.stdin.readline()
+    conn.close()
 '''
 
+CLIENTS = {"python3-libvirt": ("libvirt", SYSTEM_PYTHON), "pyvirt client": ("pyvirt", sys.executable)}
 
-def measure(uri: str, opens: int, duration: float) -> dict[str, float]:
-    out = subprocess.run([SYSTEM_PYTHON, "-c", _CLIENT, uri, str(opens), str(duration), _XML,
-                          DOMAIN], capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise SystemExit(f"client failed against {uri}:\n{out.stderr}")
-    result: dict[str, float] = json.loads(out.stdout)
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(client: str, phase: str, uri: str, amount: float, pid: int) -> dict[str, float]:
+    """One phase with ``client`` against the daemon ``pid`` serving ``uri``: the client's
+    figure and the daemon's CPU milliseconds per open or per pair."""
+    mod, python = CLIENTS[client]
+    proc = subprocess.Popen([python, "-c", _CLIENT, mod, phase, uri, str(amount), _XML, DOMAIN],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{client} client failed against {uri}:\n{proc.communicate()[1]}")
+        before = cpu_seconds(pid)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        used = cpu_seconds(pid) - before
+        out, err = proc.communicate("done\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0 or not line:
+        raise SystemExit(f"{client} client failed against {uri}:\n{err}")
+    result: dict[str, float] = json.loads(line)
+    result[f"{phase}_cpu_ms"] = used * 1000 / result.pop("count")
     return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--opens", type=int, default=50)
+    ap.add_argument("--opens", type=int, default=100)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
@@ -110,21 +155,29 @@ def main() -> int:
         libvirtd_oracle._wait_ready(libvirtd)
         uris = {name: f"qemu+tls://127.0.0.1:{port}/system?pkipath={pki.pkipath('good')}"
                 for name, port in (("pyvirtd", pv_port), ("libvirtd", lvd_port))}
-        results: dict[str, list[dict[str, float]]] = {"pyvirtd": [], "libvirtd": []}
-        for run in range(args.runs):
-            order = ["pyvirtd", "libvirtd"] if run % 2 == 0 else ["libvirtd", "pyvirtd"]
-            for name in order:
-                results[name].append(measure(uris[name], args.opens, args.duration))
-        med = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
-               for name, rs in results.items()}
-        print(f"TLS over 127.0.0.1, python3-libvirt 9.0 client, median of {args.runs} runs")
-        print(f"{'':28}{'pyvirtd':>12}{'libvirtd':>12}{'ratio':>10}")
-        ours, theirs = med["pyvirtd"], med["libvirtd"]
-        print(f"{'open+close (ms)':28}{ours['open_ms']:12.2f}{theirs['open_ms']:12.2f}"
-              f"{ours['open_ms'] / theirs['open_ms']:9.2f}x  (lower is better)")
-        print(f"{'lookupByName+info pairs/s':28}{ours['pairs_per_s']:12.0f}"
-              f"{theirs['pairs_per_s']:12.0f}{ours['pairs_per_s'] / theirs['pairs_per_s']:9.2f}x"
-              "  (higher is better)")
+        pids = {"pyvirtd": pyvirtd.proc.pid, "libvirtd": libvirtd.proc.pid}
+        rows = [("open+close ms", "open", args.opens, "open_ms", "(lower is better)"),
+                ("server CPU ms per open", "open", args.opens, "open_cpu_ms", ""),
+                ("lookupByName+info pairs/s", "calls", args.duration, "pairs_per_s",
+                 "(higher is better)"),
+                ("server CPU ms per pair", "calls", args.duration, "calls_cpu_ms", "")]
+        print(f"TLS over 127.0.0.1, median of {args.runs} runs ({args.opens} opens, "
+              f"{args.duration:g} s of calls each)")
+        print(f"{'':46}{'pyvirtd':>10}{'libvirtd':>10}{'ratio':>8}")
+        for client in CLIENTS:
+            results: dict[tuple[str, str], list[dict[str, float]]] = {}
+            for run in range(args.runs):
+                order = ["pyvirtd", "libvirtd"] if run % 2 == 0 else ["libvirtd", "pyvirtd"]
+                for phase, amount in (("open", args.opens), ("calls", args.duration)):
+                    for name in order:
+                        results.setdefault((name, phase), []).append(
+                            measure(client, phase, uris[name], amount, pids[name]))
+            for label, phase, _, key, note in rows:
+                ours, theirs = (statistics.median(r[key] for r in results[(name, phase)])
+                                for name in ("pyvirtd", "libvirtd"))
+                digits = 0 if key == "pairs_per_s" else (3 if "cpu" in key else 2)
+                print(f"{client + ', ' + label:46}{ours:10.{digits}f}{theirs:10.{digits}f}"
+                      f"{ours / theirs:7.2f}x {note}")
     finally:
         pyvirtd.stop()
         libvirtd.stop()

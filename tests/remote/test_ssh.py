@@ -493,3 +493,47 @@ def test_helper_relay_without_pipes(daemon: Pyvirtd) -> None:
     finally:
         for s in (ours, stdin, stdout, theirs, sock):
             s.close()
+
+
+@pytest.mark.parametrize("prefix", [None, "/tmp/pfx"])
+def test_helper_quick_uris_as_the_parser_reads_them(monkeypatch: pytest.MonkeyPatch,
+                                                    prefix: str | None) -> None:
+    """The helper resolves the URIs clients send without pyvirt's URI parser (start-up time):
+    the same socket as the parser's way, for those and for look-alikes it must leave alone."""
+    from pyvirt.cli import ssh_helper
+
+    if prefix is None:
+        monkeypatch.delenv("PYVIRT_PREFIX", raising=False)
+    else:
+        monkeypatch.setenv("PYVIRT_PREFIX", prefix)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+    for text in ("qemu:///system", "qemu:///session", "qemu:///system?socket=/x/y-z_1.sock",
+                 "qemu:///session?socket=/run/user/1/s", "qemu:///system?socket=/a%20b",
+                 "qemu:///system?socket=rel/sock", "qemu:///system?mode=legacy",
+                 "qemu:///system/", "qemu:///system?socket=/a&mode=legacy"):
+        for readonly in (False, True):
+            got = [_outcome(way, text, readonly)
+                   for way in (ssh_helper.helper_socket, ssh_helper._parsed_socket)]
+            assert got[0] == got[1], (text, readonly)
+    assert ssh_helper.helper_socket("qemu:///system?socket=/a%20b", False) == "/a b"
+
+
+def _outcome(way: Any, text: str, readonly: bool) -> str:
+    from pyvirt.cli.ssh_helper import HelperError
+
+    try:
+        return str(way(text, readonly))
+    except HelperError as exc:
+        return f"error: {exc}"
+
+
+def test_helper_starts_without_the_uri_parser() -> None:
+    """For qemu:///system?socket=PATH the helper loads none of pyvirt's URI and path modules."""
+    path = "/tmp/pyvirt-no-such-dir/libvirt-sock"
+    code = ("import sys; from pyvirt.cli.ssh_helper import helper_socket; "
+            f"print(helper_socket({'qemu:///system?socket=' + path!r}, False)); "
+            "print(sorted(m for m in ('pyvirt.uri', 'pyvirt.conf.instance', 'pathlib', 'socket')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                         check=True)
+    assert out.stdout.splitlines() == [path, "[]"]

@@ -615,3 +615,67 @@ def test_client_hanging_up_first_is_answered(daemon: tuple[Pyvirtd, int], pki: t
     started = time.monotonic()
     client.close()
     assert time.monotonic() - started < 10, "the daemon did not answer the client's close_notify"
+
+
+# ---- what is kept between connections ----
+
+def _der(ident: tlspki.Identity) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return ident.cert.public_bytes(Encoding.DER)
+
+
+def test_peer_findings_kept_per_certificate_dates_checked_each_time(
+        pki: tlspki.PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_peer keeps what it found in a certificate (parsing it is what costs), yet the
+    allow-list and the clock of each call decide. The clock is moved by replacing tls._now:
+    a certificate cannot be made to expire during a test otherwise."""
+    good = _der(pki.clients["good"])
+    allowed = ["C=GB,O=pyvirt tests,CN=*"]
+    refusals: list[BaseException] = []
+    for _ in range(2):
+        assert (tls.check_peer(good, server_side=True, allowed_dns=allowed)
+                == "C=GB,O=pyvirt tests,CN=client1")
+        with pytest.raises(tls.PeerRefused) as info:
+            tls.check_peer(good, server_side=True, allowed_dns=["C=GB,O=other,CN=*"])
+        assert info.value.message == tls.DN_REFUSED
+        assert all(info.value is not old for old in refusals)  # raised afresh each time
+        refusals.append(info.value)
+        with pytest.raises(tls.PeerRefused) as info:
+            tls.check_peer(_der(pki.clients["expired"]), server_side=True, allowed_dns=allowed)
+        assert info.value.message == "The server certificate [session] has expired"  # libvirt words it so
+        with pytest.raises(tls.PeerRefused) as info:  # a CA certificate as a client's
+            tls.check_peer(_der(pki.clients["cacert"]), server_side=True)
+        assert "[session]" in info.value.message and "CA" in info.value.message
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=20 * 365)
+    monkeypatch.setattr(tls, "_now", lambda: later)
+    with pytest.raises(tls.PeerRefused) as info:
+        tls.check_peer(good, server_side=True, allowed_dns=allowed)
+    assert info.value.message == "The server certificate [session] has expired"  # libvirt words it so
+    with pytest.raises(tls.PeerRefused) as info:
+        tls.check_peer(b"\x30\x03\x02\x01\x00", server_side=True)
+    assert info.value.message == "Unable to load certificate"
+
+
+def test_client_files_read_again_when_changed(daemon: tuple[Pyvirtd, int], pki: tlspki.PKI,
+                                              tmp_path: Path) -> None:
+    """pyvirt's client reads and checks its files once for many connections, and again as soon
+    as one is replaced: the next connection presents the new certificate."""
+    port = daemon[1]
+    mine = tmp_path / "pki"
+    shutil.copytree(pki.pkipath("good"), mine)
+    uri = f"qemu+tls://127.0.0.1:{port}/system?pkipath={mine}"
+    params = parse_uri(uri).params
+    first = tls.client_setup(params)[0]
+    assert tls.client_setup(params)[0] is first
+    assert tls.client_setup({**params, "no_verify": "1"})[0] is not first
+    pyvirt_open(uri).close()
+    for name in ("clientcert.pem", "clientkey.pem"):  # another DN, refused by the daemon
+        shutil.copy(pki.pkipath("otherdn") / name, mine / name)
+    assert tls.client_setup(params)[0] is not first
+    with pytest.raises(PyvirtError) as info:
+        pyvirt_open(uri)
+    assert info.value.get_error_message().startswith("Unable to read TLS confirmation")
+    for name in ("clientcert.pem", "clientkey.pem"):
+        shutil.copy(pki.pkipath("good") / name, mine / name)
+    pyvirt_open(uri).close()

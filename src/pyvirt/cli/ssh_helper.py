@@ -21,11 +21,18 @@ passes it on).
 
 from __future__ import annotations
 
+# Start-up is part of every qemu+ssh connection: the helper loads only C modules (and re, which
+# its console-script launcher has loaded already) for the URIs clients send; pyvirt's URI parser
+# only for the others.
+import _socket
 import os
-import socket
+import re
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing itself costs a few milliseconds more
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import TextIO
 
 __all__ = ["main", "helper_socket", "relay"]
 
@@ -33,6 +40,8 @@ _CHUNK = 256 * 1024
 _USAGE = "usage: pyvirt-ssh-helper [-r|--readonly] URI"
 _SOCKET = "libvirt-sock"
 _LIBVIRT_SYSTEM_DIR = "/run/libvirt"
+# What pyvirt's client sends for qemu+ssh://HOST/system[?socket=PATH] with a plain PATH.
+_PLAIN_URI = re.compile(r"qemu:///(system|session)(?:\?socket=([A-Za-z0-9/._~-]+))?")
 
 
 class HelperError(Exception):
@@ -41,6 +50,18 @@ class HelperError(Exception):
 
 def helper_socket(uri_text: str, readonly: bool) -> str:
     """The UNIX socket ``uri_text`` names on this host (see the module docstring)."""
+    plain = _PLAIN_URI.fullmatch(uri_text)
+    if plain is not None and plain.group(2):
+        return plain.group(2)  # nothing in it to decode
+    if plain is not None and plain.group(1) == "system" and not os.environ.get("PYVIRT_PREFIX"):
+        # pyvirt.conf.instance.system_paths() without a prefix: the driver's run_dir is
+        # /run/pyvirt/qemu, the daemon's sockets are beside it
+        return f"/run/pyvirt/{_SOCKET}{'-ro' if readonly else ''}"
+    return _parsed_socket(uri_text, readonly)
+
+
+def _parsed_socket(uri_text: str, readonly: bool) -> str:
+    """:func:`helper_socket` for any URI, through pyvirt's URI parser."""
     from pyvirt.errors import PyvirtError
     from pyvirt.uri import parse_uri
 
@@ -81,7 +102,7 @@ def _is_pipe(fd: int) -> bool:
         return False
 
 
-def relay(sock: socket.socket, stdin: int = 0, stdout: int = 1) -> None:
+def relay(sock: _socket.socket, stdin: int = 0, stdout: int = 1) -> None:
     """Copy ``stdin`` -> ``sock`` and ``sock`` -> ``stdout`` until either side closes.
 
     One thread polling both. sshd gives its command pipes, so the bytes move by splice(2) without
@@ -118,7 +139,7 @@ def relay(sock: socket.socket, stdin: int = 0, stdout: int = 1) -> None:
     finally:
         # the daemon sees the client's end (and the client the daemon's when we exit)
         try:
-            sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -152,7 +173,7 @@ def main(argv: Sequence[str] | None = None, err: TextIO | None = None) -> int:
     except HelperError as exc:
         err.write(f"pyvirt-ssh-helper: {exc}\n")
         return 1
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError as exc:

@@ -44,6 +44,7 @@ import datetime
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -408,19 +409,37 @@ def check_peer(der: bytes | None, *, server_side: bool, allowed_dns: Sequence[st
     """libvirt's checks of the peer's certificate after the handshake (the chain was verified
     during it). ``server_side``: we are the server checking a client. Returns the peer's DN;
     raises :class:`PeerRefused` with libvirt's reason."""
-    from cryptography import x509
-
     if der is None:
         raise PeerRefused("Unable to verify TLS peer: No certificate was found.")
+    cert, dn, refusal = _peer_facts(der, server_side, tuple(allowed_dns), hostname)
+    if cert is None:
+        raise PeerRefused("Unable to load certificate")
+    try:
+        _check_times(cert, "[session]", server=server_side, ca=False)
+    except TLSError as exc:
+        raise PeerRefused(exc.message) from None
+    if refusal is not None:
+        raise PeerRefused(refusal[0], code=refusal[1])
+    return dn
+
+
+@lru_cache(maxsize=256)
+def _peer_facts(der: bytes, server_side: bool, allowed_dns: tuple[str, ...],
+                hostname: str | None) -> tuple[x509.Certificate | None, str, tuple[str, int] | None]:
+    """What :func:`check_peer` finds in a certificate that does not depend on the clock: the
+    parsed certificate, its DN and the first refusal (message, code), if any, in libvirt's order
+    after the dates. Kept per certificate: a client reconnecting presents the same bytes, and
+    parsing them again costs more than the rest of the check."""
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        raise PeerRefused("Unable to load certificate") from None
+        return None, "", None
     label = "[session]"
     peer_is_server = not server_side
+    dn = distinguished_name(cert)
     try:
-        _check_times(cert, label, server=server_side, ca=False)
-        dn = distinguished_name(cert)
         if allowed_dns and not dn_matches(dn, allowed_dns):
             raise PeerRefused(DN_REFUSED)
         if hostname is not None and not _host_matches(cert, hostname):
@@ -429,27 +448,57 @@ def check_peer(der: bytes | None, *, server_side: bool, allowed_dns: Sequence[st
         _check_basic_constraints(cert, label, server=peer_is_server, ca=False)
         _check_key_usage(cert, label, ca=False)
         _check_key_purpose(cert, label, server=peer_is_server)
-    except PeerRefused:
-        raise
     except TLSError as exc:
-        raise PeerRefused(exc.message) from None
-    return dn
+        return cert, dn, (exc.message, exc.code)
+    return cert, dn, None
 
 
 # ---- SSL contexts ----
 
 def client_setup(params: Mapping[str, str]) -> tuple[ssl.SSLContext, bool]:
     """The client's context for a ``qemu+tls://`` URI's parameters (``pkipath``, ``no_verify``,
-    ``no_sanity``) and whether the server's certificate is checked."""
+    ``no_sanity``) and whether the server's certificate is checked.
+
+    The context and the sanity checks' warnings are kept while the four files stay the same
+    (same inode, size and change times): a program opening many connections reads and checks
+    them once, yet a renewed certificate is picked up by the next connection, as by libvirt;
+    the checks are redone after :data:`_CHECK_AGAIN` seconds, for the certificates' dates."""
     files = client_files(params.get("pkipath"))
-    if params.get("no_sanity") != "1":
-        for warning in sanity_check(files, server=False):
-            log.warning("%s", warning)
     if "tls_priority" in params:
         log.warning("tls_priority=%s ignored: it is a GnuTLS priority string, and pyvirt's TLS is "
                     "OpenSSL's (TLS 1.2 or later, its default ciphers)", params["tls_priority"])
     verify = params.get("no_verify") != "1"
-    return client_context(files, verify_server=verify), verify
+    sanity = params.get("no_sanity") != "1"
+    key = (files, verify, sanity, _stamp(files))
+    now = time.monotonic()
+    cached = _client_contexts.get(key)
+    if cached is None or cached[2] < now:
+        warnings = sanity_check(files, server=False) if sanity else []
+        cached = (client_context(files, verify_server=verify), tuple(warnings),
+                  now + _CHECK_AGAIN)
+        if len(_client_contexts) >= 8:
+            _client_contexts.clear()
+        _client_contexts[key] = cached
+    for warning in cached[1]:
+        log.warning("%s", warning)
+    return cached[0], verify
+
+
+_CHECK_AGAIN = 60.0
+_client_contexts: dict[tuple[object, ...], tuple[ssl.SSLContext, tuple[str, ...], float]] = {}
+
+
+def _stamp(files: PKIFiles) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """What changes when one of ``files`` is replaced, rewritten or removed."""
+    stamps: list[tuple[int, int, int, int] | None] = []
+    for path in (files.cacert, files.cacrl, files.cert, files.key):
+        try:
+            st = os.stat(path) if path is not None else None
+        except OSError:
+            st = None
+        stamps.append(None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns,
+                                               st.st_ctime_ns))
+    return tuple(stamps)
 
 
 def _exists(path: Path) -> bool:
