@@ -43,13 +43,14 @@ from pyvirt._constants import (
 )
 from pyvirt.errors import NotSupported, OperationInvalid, PyvirtError
 from pyvirt.network.remote import RemoteNetworkMethods
+from pyvirt.remote_stats import RemoteDomainStatsMethods
 from pyvirt.remote_stream import RemoteStream
 from pyvirt.rpc.client import Client, ConnectionClosed
 from pyvirt.rpc.procedures import Procedure
 from pyvirt.rpc.protocol import Feature
 from pyvirt.rpc.xdr import NONNULL_DOMAIN
 from pyvirt.secret.remote import RemoteSecretMethods
-from pyvirt.storage.remote import RemoteStorageMethods
+from pyvirt.storage.remote import RemoteStorageMethods, RemoteStoragePool
 from pyvirt.uri import ConnectURI
 
 __all__ = ["RemoteConnect", "RemoteDomain", "open_remote", "socket_path"]
@@ -60,14 +61,18 @@ EVENT_ID_REBOOT = 1
 #: libvirt 9.0's VIR_DOMAIN_EVENT_ID_LAST
 EVENT_ID_LAST = 25
 
+#: the event messages this client delivers, and the kind of registration each belongs to
+_EVENT_KINDS = {"DOMAIN_EVENT_CALLBACK_LIFECYCLE": "domain", "DOMAIN_EVENT_CALLBACK_REBOOT": "domain",
+                "NETWORK_EVENT_LIFECYCLE": "network", "STORAGE_POOL_EVENT_LIFECYCLE": "pool",
+                "STORAGE_POOL_EVENT_REFRESH": "pool"}
+
 _PYVIRT_SOCKET = "libvirt-sock"
 _LIBVIRT_SYSTEM_DIR = "/run/libvirt"
 
 
 def socket_path(uri: ConnectURI, readonly: bool) -> str:
-    """The UNIX socket a ``qemu+unix://`` URI reaches (see the module docstring). A non-root
-    caller's session socket is started on demand when no daemon accepts there
-    (:mod:`pyvirt.rpc.autostart`)."""
+    """The UNIX socket a ``qemu+unix://`` URI reaches (see the module docstring). The session
+    socket's daemon is started on demand when none accepts there (:mod:`pyvirt.rpc.autostart`)."""
     if "socket" in uri.params:
         return uri.params["socket"]
     mode = uri.params.get("mode", "auto")
@@ -195,13 +200,14 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         self._close_cb: tuple[Callable[..., object], object] | None = None
         self._close_fired = False
         self._server_close_cb = False
-        # by the server's callbackID: (event id, cb, opaque); the caller sees ids of our own,
-        # numbered from 0 per connection as libvirt's client numbers them
-        self._events: dict[int, tuple[int, Callable[..., object], object]] = {}
-        self._local_ids: dict[int, int] = {}
+        # by kind ("domain", "network", "pool") and the server's callbackID (the server numbers
+        # each kind apart): (event id, cb, opaque); the caller sees ids of our own, one series
+        # from 0 per connection for all kinds, as libvirt's client numbers them
+        self._events: dict[tuple[str, int], tuple[int, Callable[..., object], object]] = {}
+        self._local_ids: dict[int, tuple[str, int]] = {}
         self._next_local_id = 0
         # events that overtook the reply of a registration in flight
-        self._early: dict[int, list[Callable[[], None]]] = {}
+        self._early: dict[tuple[str, int], list[Callable[[], None]]] = {}
         self._registering = 0
         self._legacy: dict[Any, int] = {}
         self._type: str | None = None
@@ -261,29 +267,38 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         if name == "CONNECT_EVENT_CONNECTION_CLOSED":
             self._fire_close(int(record.reason))
             return
-        if name not in ("DOMAIN_EVENT_CALLBACK_LIFECYCLE", "DOMAIN_EVENT_CALLBACK_REBOOT"):
+        kind = _EVENT_KINDS.get(name)
+        if kind is None:
             return
-        callback_id = int(record.callbackID)
-        msg = record.msg
+        key = (kind, int(record.callbackID))
 
         def deliver() -> None:
             with self._lock:
-                entry = self._events.get(callback_id)
+                entry = self._events.get(key)
             if entry is None:
                 return
             _, cb, opaque = entry
-            dom = RemoteDomain(self, msg.dom)
-            if name == "DOMAIN_EVENT_CALLBACK_LIFECYCLE":
-                cb(self, dom, int(msg.event), int(msg.detail), opaque)
+            if kind == "domain":
+                msg = record.msg
+                dom = RemoteDomain(self, msg.dom)
+                if name == "DOMAIN_EVENT_CALLBACK_LIFECYCLE":
+                    cb(self, dom, int(msg.event), int(msg.detail), opaque)
+                else:
+                    cb(self, dom, opaque)
+            elif kind == "network":
+                cb(self, self._network(record.net), int(record.event), int(record.detail), opaque)
+            elif name == "STORAGE_POOL_EVENT_LIFECYCLE":
+                cb(self, RemoteStoragePool(self, record.pool), int(record.event), int(record.detail),
+                   opaque)
             else:
-                cb(self, dom, opaque)
+                cb(self, RemoteStoragePool(self, record.pool), opaque)
 
         with self._lock:
-            if callback_id not in self._events:
+            if key not in self._events:
                 # The event may overtake the reply that tells us the callback's id; with no
                 # registration in flight it is for a callback already deregistered.
                 if self._registering:
-                    self._early.setdefault(callback_id, []).append(deliver)
+                    self._early.setdefault(key, []).append(deliver)
                 return
         self._dispatcher.submit(deliver)
 
@@ -510,43 +525,56 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
                                "yet: register VIR_DOMAIN_EVENT_ID_LIFECYCLE (0) or "
                                "VIR_DOMAIN_EVENT_ID_REBOOT (1)", domain=codes.VIR_FROM_REMOTE)
         wire = dom._wire() if dom is not None else None
+        return self._register_remote("domain", "CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY",
+                                     "virConnectDomainEventRegisterAny", eventID, cb, opaque, dom=wire)
+
+    def _register_remote(self, kind: str, proc: str, api: str, event_id: int,
+                         cb: Callable[..., object], opaque: object, **fields: Any) -> int:
+        """Register ``cb`` with the server (``proc`` returns the server's callbackID); the
+        caller's id is one of this connection's series."""
         with self._lock:
             self._registering += 1
         try:
-            remote_id = int(self._call("CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY",
-                                       "virConnectDomainEventRegisterAny", eventID=eventID,
-                                       dom=wire).callbackID)
+            remote_id = int(self._call(proc, api, eventID=event_id, **fields).callbackID)
         except BaseException:
             with self._lock:
                 self._registering -= 1
             raise
+        key = (kind, remote_id)
         with self._lock:
             self._registering -= 1  # with the callback known, under the same lock
-            self._events[remote_id] = (eventID, cb, opaque)
+            self._events[key] = (event_id, cb, opaque)
             local_id = self._next_local_id
             self._next_local_id += 1
-            self._local_ids[local_id] = remote_id
-            early = self._early.pop(remote_id, [])
+            self._local_ids[local_id] = key
+            early = self._early.pop(key, [])
             if not self._registering:
                 self._early.clear()
         for job in early:
             self._dispatcher.submit(job)
         return local_id
 
-    def domainEventDeregisterAny(self, callbackID: int) -> None:  # noqa: N802, N803
-        """None, as libvirt-python's; an id not registered is refused in libvirt's words."""
+    def _deregister_remote(self, kind: str, proc: str, api: str, callback_id: int) -> None:
+        """An id not registered (for this kind of event) is refused in libvirt's words."""
         with self._lock:
-            remote_id = self._local_ids.get(callbackID)
-        if remote_id is None:
-            detail = f"event callback id {callbackID} not registered"
+            key = self._local_ids.get(callback_id)
+        if key is None:
+            detail = f"event callback id {callback_id} not registered"
             raise PyvirtError(f"invalid argument: {detail}", code=codes.VIR_ERR_INVALID_ARG,
                               domain=codes.VIR_FROM_NONE, str1="invalid argument: %s",
                               str2=detail)
-        self._call("CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY",
-                   "virConnectDomainEventDeregisterAny", callbackID=remote_id)
-        with self._lock:
-            self._local_ids.pop(callbackID, None)
-            self._events.pop(remote_id, None)
+        # an id of another kind of event goes to the server too, as libvirt's client sends it:
+        # the server refuses it ("network event callback N not registered")
+        self._call(proc, api, callbackID=key[1])
+        if key[0] == kind:
+            with self._lock:
+                self._local_ids.pop(callback_id, None)
+                self._events.pop(key, None)
+
+    def domainEventDeregisterAny(self, callbackID: int) -> None:  # noqa: N802, N803
+        """None, as libvirt-python's; an id not registered is refused in libvirt's words."""
+        self._deregister_remote("domain", "CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY",
+                                "virConnectDomainEventDeregisterAny", callbackID)
 
     def domainEventRegister(self, cb: Callable[..., object], opaque: object) -> int:  # noqa: N802
         """Lifecycle events of every domain; one registration per ``cb``."""
@@ -596,7 +624,7 @@ def _strip_proc(message: str) -> str:
     return rest if sep and head.startswith(("REMOTE_PROC_", "QEMU_PROC_")) else message
 
 
-class RemoteDomain:
+class RemoteDomain(RemoteDomainStatsMethods):
     """A domain handle of a :class:`RemoteConnect`: name, UUID and id as the server gave them."""
 
     def __init__(self, conn: RemoteConnect, wire: Any) -> None:

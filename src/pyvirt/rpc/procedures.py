@@ -321,4 +321,9 @@ lookup = PROCEDURES.lookup
 
 # The secondary drivers' procedures declare themselves on PROCEDURES (imported last: they use this
 # module).
-from pyvirt.rpc import procedures_network, procedures_secret, procedures_storage  # noqa: E402,F401
+from pyvirt.rpc import (  # noqa: E402,F401
+    procedures_network,
+    procedures_secret,
+    procedures_stats,
+    procedures_storage,
+)
