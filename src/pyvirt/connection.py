@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Connections: libvirt-python's ``virConnect`` over pyvirt's drivers.
 
-A local URI (qemu:///system, qemu:///session, qemu:///embed?root=DIR) runs the QEMU driver inside
-the calling process. Connections of one process to the same instance share one driver, as
-libvirt's embedded driver does.
+A local URI (qemu:///system, qemu:///embed?root=DIR) runs the QEMU driver inside the calling
+process; qemu:///session goes through the session pyvirtd, started on demand as libvirt starts its
+session daemon (:mod:`pyvirt.rpc.autostart`). Connections of one process to the same instance
+share one driver, as libvirt's embedded driver does.
 
 Domain statistics (block, interface, memory, CPU) are read by :mod:`pyvirt.qemu.queries`,
 consoles are :mod:`pyvirt.stream` streams, and libvirt_qemu's monitor passthrough is
@@ -13,6 +14,7 @@ mistakes (tests/compat/test_api_scripts.py runs one script against both).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -262,10 +264,14 @@ class virConnect(NetworkConnectMethods, StorageConnectMethods):  # noqa: N801 - 
                               domain=codes.VIR_FROM_QEMU, str1="qemuConnectListAllDomains", str2="flags",
                               int1=0, int2=0)
         found = []
+        filtering = _list_filters(flags)
         for name in driver.all_names():
             uuid = driver.uuid_of(name)  # without parsing the definition: listing stays cheap
             if uuid is None:
                 continue  # a transient domain that stopped meanwhile
+            if not filtering:
+                found.append(virDomain._from_ids(self, name, uuid))
+                continue
             rd = driver.running_domain(name)
             state = rd.state if rd is not None else VIR_DOMAIN_SHUTOFF
             persistent = driver.is_persistent(name)
@@ -430,6 +436,35 @@ def _with_stats_period(dom: Domain, period: int) -> Domain:
 _AUTOSTART_FLAGS = VIR_CONNECT_LIST_DOMAINS_AUTOSTART | VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART
 
 
+#: The pty behind each console device of a running QEMU, by its RunningDomain (dropped with it):
+#: (the live XML then, {device name: pty}). QEMU keeps a chardev's pty for its whole life, so the
+#: live definition's parse and QMP's query-chardev are paid once per run and device (and again
+#: after a device was plugged or unplugged), not at every console opened.
+_CONSOLE_PTYS: dict[int, tuple[str, dict[str | None, str]]] = {}
+
+
+def _console_pty(rd: RunningDomain, dev_name: str | None, live: Callable[[], Domain]) -> str:
+    from pyvirt.qemu import queries
+
+    key = id(rd)
+    entry = _CONSOLE_PTYS.get(key)
+    if entry is None or entry[0] != rd.xml:
+        if entry is None:
+            import weakref
+
+            weakref.finalize(rd, _CONSOLE_PTYS.pop, key, None)
+        entry = _CONSOLE_PTYS[key] = (rd.xml, {})
+    pty = entry[1].get(dev_name)
+    if pty is None:
+        pty = entry[1][dev_name] = queries.console_pty(rd, live(), dev_name)
+    return pty
+
+
+@functools.lru_cache(maxsize=4096)  # asked at every remote call naming a domain
+def _uuid_bytes(text: str) -> bytes:
+    return bytes.fromhex(text.replace("-", ""))
+
+
 def _check_start_flags(flags: int, function: str, extra: int = 0) -> None:
     unknown = flags & ~(_START_FLAGS | extra)
     if unknown:
@@ -438,6 +473,24 @@ def _check_start_flags(flags: int, function: str, extra: int = 0) -> None:
         raise PyvirtError(f"unsupported flags (0x{unknown:x}) in function {function}",
                           code=codes.VIR_ERR_INVALID_ARG, domain=codes.VIR_FROM_QEMU,
                           str1=function, str2="flags")
+
+
+_LIST_PAIRS = ((VIR_CONNECT_LIST_DOMAINS_ACTIVE, VIR_CONNECT_LIST_DOMAINS_INACTIVE),
+               (VIR_CONNECT_LIST_DOMAINS_PERSISTENT, VIR_CONNECT_LIST_DOMAINS_TRANSIENT),
+               (VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE),
+               (VIR_CONNECT_LIST_DOMAINS_AUTOSTART, VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART),
+               (VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT),
+               (VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT, VIR_CONNECT_LIST_DOMAINS_NO_CHECKPOINT))
+_LIST_STATES = (VIR_CONNECT_LIST_DOMAINS_RUNNING | VIR_CONNECT_LIST_DOMAINS_PAUSED
+                | VIR_CONNECT_LIST_DOMAINS_SHUTOFF | VIR_CONNECT_LIST_DOMAINS_OTHER)
+
+
+def _list_filters(flags: int) -> bool:
+    """Whether listing ``flags`` can leave a domain out: a pair with neither or both of its bits
+    (--all is ACTIVE|INACTIVE) keeps every domain, and so do none or all of the state bits."""
+    states = flags & _LIST_STATES
+    return (any(bool(flags & yes) != bool(flags & no) for yes, no in _LIST_PAIRS)
+            or states not in (0, _LIST_STATES))
 
 
 def _pair_matches(flags: int, yes: int, no: int, value: bool) -> bool:
@@ -481,17 +534,40 @@ def _open(uri_text: str | None, readonly: bool, auth: object = None) -> virConne
 
         return cast(virConnect, open_secret(uri, readonly,
                                             lambda u, ro: virConnect(u, _registry.acquire(u), ro)))
-    if uri.instance == "session" and not uri.params and ("session", "") not in _registry._drivers:
-        # qemu:///session is the session pyvirtd's while one serves it (the instance is then
-        # its own to drive, as libvirt's session daemon's); else this process drives it.
-        from pyvirt.rpc.autostart import session_daemon_accepting
+    if uri.instance == "session" and ("session", "") not in _registry._drivers:
+        # qemu:///session is the session pyvirtd's, as libvirt's session daemon's: started on
+        # demand (pyvirt.rpc.autostart), or, with autostart off, an error saying how to go on.
+        # Only a process that drives the instance itself (pyvirtd, through open_local) keeps it.
+        from typing import cast
 
-        if session_daemon_accepting():
+        from pyvirt.remote import open_remote
+        from pyvirt.rpc.autostart import require_running_daemon
+
+        require_running_daemon(uri)
+        return cast(virConnect, open_remote(uri, readonly, auth))
+    if uri.instance == "system" and ("system", "") not in _registry._drivers:
+        # qemu:///system is the system pyvirtd's while one serves it (it then drives the
+        # instance, and a second driver could not take the instance's lock); with none running,
+        # this process drives the instance itself (libvirt would fail to connect).
+        from pyvirt.remote import socket_path
+        from pyvirt.rpc.autostart import daemon_accepting
+
+        if daemon_accepting(socket_path(uri, readonly)):
             from typing import cast
 
             from pyvirt.remote import open_remote
 
             return cast(virConnect, open_remote(uri, readonly, auth))
+    return virConnect(uri, _registry.acquire(uri), readonly)
+
+
+def open_local(name: str, readonly: bool = False) -> virConnect:
+    """The local instance ``name`` driven by this process, never through a daemon: what pyvirtd
+    serves (its clients' connections share its driver)."""
+    uri = parse_uri(name)
+    if uri.is_remote or uri.transport is not None or uri.driver != "qemu":
+        raise PyvirtError(f"{name}: not a local QEMU driver URI; open_local drives qemu:///system, "
+                          "qemu:///session or qemu:///embed?root=DIR in this process")
     return virConnect(uri, _registry.acquire(uri), readonly)
 
 
@@ -573,7 +649,7 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         return self._uuid
 
     def UUID(self) -> bytes:  # noqa: N802
-        return bytes.fromhex(self._uuid.replace("-", ""))
+        return _uuid_bytes(self._uuid)
 
     def ID(self) -> int:  # noqa: N802
         rd = self._conn.driver.running_domain(self._name)
@@ -660,9 +736,8 @@ class virDomain:  # noqa: N801 - libvirt-python's name
     def info(self) -> list[int]:
         """[state, max memory KiB, memory KiB, vCPUs, CPU time ns], as virDomainGetInfo."""
         summary = self._summary()
-        if summary is not None:
-            state, _ = self._conn.driver.domain_state(self._name)
-            return [state, summary.memory, summary.current_memory, summary.vcpus, 0]
+        if summary is not None:  # defined and not running: shut off (whatever the reason)
+            return [VIR_DOMAIN_SHUTOFF, summary.memory, summary.current_memory, summary.vcpus, 0]
         dom = self._live()  # a running domain's figures are its live definition's
         state, _ = self._conn.driver.domain_state(self._name)
         rd = self._conn.driver.running_domain(self._name)
@@ -783,7 +858,7 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         if rd is not None and not flags & VIR_DOMAIN_XML_INACTIVE:
             # The live XML, as libvirt's: what this run of QEMU got (its id, the VNC port picked,
             # media dropped at start), whatever was defined since.
-            return self._conn.driver.domains.parse(rd.xml).to_xml(inactive=False, secure=secure)
+            return self._conn.driver.domains.parse_live(rd.xml).to_xml(inactive=False, secure=secure)
         return self._current().to_xml(inactive=True, secure=secure)
 
     def undefine(self) -> int:
@@ -840,7 +915,10 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         rd = self._conn.driver.running_domain(self._name)
         if rd is None:
             return self._current()
-        return self._conn.driver.domains.parse(rd.xml)
+        from pyvirt.qemu.live_xml import resolved_live
+
+        # volume disks as the files QEMU has open: the queries name disks by path
+        return resolved_live(self._conn.driver, self._conn.driver.domains.parse_live(rd.xml))
 
     def blockInfo(self, path: str, flags: int = 0) -> list[int]:  # noqa: N802
         """[capacity, allocation, physical] in bytes of a disk, by target or source path; an
@@ -903,7 +981,8 @@ class virDomain:  # noqa: N801 - libvirt-python's name
             with driver.job(self._name):
                 queries.set_stats_period(rd, live, period)
                 with rd.lock:
-                    rd.xml = _with_stats_period(driver.domains.parse(rd.xml), period).to_xml(inactive=False)
+                    status = driver.domains.parse_live(rd.xml)
+                    rd.xml = _with_stats_period(status, period).to_xml(inactive=False)
                     rd.save()
         if flags & VIR_DOMAIN_AFFECT_CONFIG:
             if not queries.has_balloon(stored):
@@ -917,7 +996,6 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         device ``dev_name`` (its alias: serial0, console0, ...), which must be a pty.
         VIR_DOMAIN_CONSOLE_FORCE takes the device over from another session of this process."""
         from pyvirt import _errcodes as codes
-        from pyvirt.qemu import queries
         from pyvirt.stream import VIR_DOMAIN_CONSOLE_FORCE, VIR_DOMAIN_CONSOLE_SAFE, open_console
 
         known = VIR_DOMAIN_CONSOLE_FORCE | VIR_DOMAIN_CONSOLE_SAFE
@@ -927,7 +1005,7 @@ class virDomain:  # noqa: N801 - libvirt-python's name
                               str1="qemuDomainOpenConsole", str2="flags")
         self._conn._check_writable("virDomainOpenConsole")
         rd = self._running()
-        pty = queries.console_pty(rd, self._live(), dev_name)
+        pty = _console_pty(rd, dev_name, self._live)
         open_console(stream, pty, force=bool(flags & VIR_DOMAIN_CONSOLE_FORCE))
         return 0
 

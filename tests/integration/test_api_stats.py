@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -198,4 +199,48 @@ def test_console_needs_a_pty(root: Path, guest: tg.Guest, tmp_path: Path) -> Non
             bare.openConsole(None, conn.newStream(0), 0)
         bare.destroy()
     finally:
+        conn.close()
+
+
+def _serial_pty(dom: Any) -> str:
+    """The pty QEMU gave the domain's serial port, as QEMU itself says."""
+    reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, '{"execute": "query-chardev"}', 0))
+    ptys = [c["filename"][4:] for c in reply["return"] if c["filename"].startswith("pty:")]
+    assert len(ptys) == 1, reply
+    return str(ptys[0])
+
+
+def test_console_follows_the_pty_of_each_run(root: Path, guest: tg.Guest) -> None:
+    """openConsole keeps a run's pty (no QMP query per open); a new run of QEMU has another."""
+    conn = libvirt.open(uri_of(root))
+    held: list[int] = []
+    try:
+        dom = conn.defineXML(_console_xml(guest, "con4", "<serial type='pty'/>"))
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        first = _serial_pty(dom)
+        for _ in range(3):
+            stream = conn.newStream(0)
+            assert dom.openConsole(None, stream, 0) == 0
+            assert stream.finish() == 0
+        dom.destroy()
+        # Take the first run's pty number ourselves, so that the next run cannot get it back: a
+        # console opened on a pty kept from the first run would reach our pty, not the guest.
+        for _ in range(256):
+            master, slave = os.openpty()
+            held += [master, slave]
+            if os.ttyname(slave) == first:
+                break
+        else:
+            pytest.skip(f"could not take {first} (held by something else)")
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        assert _serial_pty(dom) != first
+        stream = conn.newStream(0)
+        assert dom.openConsole(None, stream, 0) == 0
+        dom.resume()
+        _read_until(stream, tg.READY_MARKER.encode(), BOOT_TIMEOUT)
+        assert stream.finish() == 0
+        dom.destroy()
+    finally:
+        for fd in held:
+            os.close(fd)
         conn.close()

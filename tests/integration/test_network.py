@@ -211,8 +211,13 @@ except PyvirtError as e:
     out["bridge"] = str(e)
 out["after"] = snapshot(root)
 out["before"] = before
+out["class"] = type(conn).__name__
 conn.close()
+from session_support import stop_session_daemons  # the session pyvirtd the open started
+out["daemons"] = len(stop_session_daemons(Path("{tmp_path}/r")))
+out["sockets"] = [str(p) for p in Path("{tmp_path}/r").rglob("*sock*")]
 """)
+    assert out["class"] == "RemoteConnect" and out["daemons"] == 1 and out["sockets"] == []
     code, text = out["create"]
     assert code == 55 and "<interface type='user'>" in text and "privileged" in text
     assert out["listed"] == []  # no 'default' network for the session instance

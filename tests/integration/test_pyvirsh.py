@@ -191,13 +191,23 @@ def test_unknown_qemu_conf_key_is_reported_not_fatal(embed_root: Path) -> None:
 
 
 def test_session_instance_lives_in_xdg_dirs(tmp_path: Path) -> None:
+    """qemu:///session goes through the session pyvirtd, started on demand, whose instance
+    lives in the caller's XDG directories (root's too)."""
+    from session_support import stop_session_daemons
+
     env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
            "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_RUNTIME_DIR": str(tmp_path / "rt")}
-    assert pyvirsh("-c", "qemu:///session", "uri", env=env).stdout == "qemu:///session\n\n"
-    assert (tmp_path / "cfg" / "pyvirt" / "qemu").is_dir()
-    assert (tmp_path / "cache" / "pyvirt" / "qemu" / "cache").is_dir()
-    assert (tmp_path / "rt" / "pyvirt" / "qemu" / "run").is_dir()
-    assert not (tmp_path / "home").exists()
+    try:
+        assert pyvirsh("-c", "qemu:///session", "uri", env=env).stdout == "qemu:///session\n\n"
+        assert (tmp_path / "cfg" / "pyvirt" / "qemu").is_dir()
+        assert (tmp_path / "cache" / "pyvirt" / "qemu" / "cache").is_dir()
+        assert (tmp_path / "rt" / "pyvirt" / "qemu" / "run").is_dir()
+        assert (tmp_path / "rt" / "pyvirt" / "libvirt-sock").is_socket()
+        assert not (tmp_path / "home").exists()
+    finally:
+        stopped = stop_session_daemons(tmp_path / "rt")
+    assert len(stopped) == 1
+    assert not (tmp_path / "rt" / "pyvirt" / "libvirt-sock").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switches to an unprivileged user")

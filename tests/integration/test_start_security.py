@@ -366,21 +366,31 @@ d.destroy()
 
 def test_the_session_instance_runs_qemu_as_its_caller(qemu_user: tuple[int, int], workdir: Path) -> None:
     """A non-root user's qemu:///session: QEMU is that user's, with no capability, no cgroup of
-    pyvirt's and no relabelling of anything; the user needs no privilege at all."""
+    pyvirt's and no relabelling of anything; the user needs no privilege at all. The session
+    pyvirtd the client starts (running as the user) is stopped afterwards."""
     import sysconfig
+
+    from session_support import stop_session_daemons
 
     home = workdir / "home"  # pytest's tmp_path sits below a directory only root may enter
     home.mkdir()
     os.chown(home, *qemu_user)
+    daemon = workdir / "pyvirtd"  # the same source tree's daemon, for Debian's python3
+    daemon.write_text('#!/bin/sh\nexec /usr/bin/python3 -m pyvirt.daemon.main "$@"\n')
+    daemon.chmod(0o755)
     site = sysconfig.get_paths()["purelib"]  # lxml, qemu.qmp; the venv's interpreter may sit in /root
     src = str(Path(__file__).parents[2] / "src")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": f"{home}/run",
            "XDG_CONFIG_HOME": f"{home}/config", "XDG_CACHE_HOME": f"{home}/cache",
-           "PYTHONPATH": f"{src}:{site}"}
-    p = subprocess.run(["setpriv", "--reuid", QEMU_TEST_USER, "--regid", QEMU_TEST_USER, "--init-groups",
-                        "/usr/bin/python3", "-c", SESSION_SCRIPT], env=env, capture_output=True, text=True,
-                       timeout=120)
+           "PYTHONPATH": f"{src}:{site}", "PYVIRTD_PATH": str(daemon)}
+    try:
+        p = subprocess.run(["setpriv", "--reuid", QEMU_TEST_USER, "--regid", QEMU_TEST_USER,
+                            "--init-groups", "/usr/bin/python3", "-c", SESSION_SCRIPT], env=env,
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        stopped = stop_session_daemons(home / "run")
     assert p.returncode == 0, p.stderr
+    assert len(stopped) == 1 and not (home / "run" / "pyvirt" / "libvirt-sock").exists()
     got = json.loads(p.stdout.splitlines()[-1])
     assert got["Uid"] == [str(qemu_user[0])] * 4
     assert all(int(got[c][0], 16) == 0 for c in ("CapEff", "CapPrm", "CapInh")) and got["NoNewPrivs"] == ["1"]

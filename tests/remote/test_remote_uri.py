@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,32 @@ def test_system_pyvirtd_lists_domains_with_a_cold_cache(prefix: Path,
             assert conn.listAllDomains() == [] and conn.listDefinedDomains() == []
         finally:
             conn.close()
+
+
+def test_plain_system_uri_goes_through_a_running_system_pyvirtd(prefix: Path) -> None:
+    """qemu:///system reaches the system pyvirtd while one runs (that daemon holds the instance),
+    read-write and read-only; once it has stopped, a root process drives the instance itself.
+    Each side runs in a process of its own, as the driver registry is per process."""
+    script = ("import pyvirt, sys\n"
+              "c = pyvirt.openReadOnly('qemu:///system') if sys.argv[1] == 'ro' else "
+              "pyvirt.open('qemu:///system')\n"
+              "print(type(c).__name__, c.getURI(), sorted(c.listDefinedDomains()))\n"
+              "c.close()\n")
+    env = {**os.environ, "PYVIRT_PREFIX": str(prefix)}
+
+    def run(mode: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    with _system_pyvirtd(prefix) as sock:
+        conn = open_connection(f"qemu+unix:///system?socket={sock}")
+        try:
+            conn.defineXML("<domain type='qemu'><name>via-daemon</name><memory>65536</memory>"
+                           "<os><type>hvm</type></os></domain>")
+        finally:
+            conn.close()
+        assert run("rw") == "RemoteConnect qemu:///system ['via-daemon']"
+        assert run("ro") == "RemoteConnect qemu:///system ['via-daemon']"
+    assert run("rw") == "virConnect qemu:///system ['via-daemon']"

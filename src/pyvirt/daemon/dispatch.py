@@ -239,6 +239,19 @@ class PendingCall:
     args: Any
 
 
+class _Route:
+    """A served procedure and its handler, with what dispatching a call of it reads."""
+
+    __slots__ = ("proc", "handler", "vers", "args", "readonly")
+
+    def __init__(self, proc: Procedure, handler: Handler, vers: int) -> None:
+        self.proc = proc
+        self.handler = handler
+        self.vers = vers
+        self.args = proc.args  # (its unpack is looked up at each call: it may get compiled)
+        self.readonly = proc.readonly
+
+
 class Dispatcher:
     """Turns one CALL into one REPLY frame; never raises for anything the client sent.
 
@@ -260,6 +273,8 @@ class Dispatcher:
         self.in_flight = 0
         #: Whether ``inline_when_idle`` handlers may run on the event loop at all.
         self.inline = True
+        #: (program, procedure) -> _Route, filled as procedures are called.
+        self._routes: dict[tuple[int, int], _Route] = {}
 
     async def call(self, session: ClientSession, msg: Message) -> bytes:
         """The reply frame to ``msg``, wherever its handler has to run."""
@@ -271,26 +286,68 @@ class Dispatcher:
     def prepare(self, session: ClientSession, msg: Message) -> bytes | PendingCall:
         """The reply frame, when it can be had without blocking; else the call to :meth:`finish`."""
         h = msg.header
+        route = self._routes.get((h.prog, h.proc))
+        if route is None:
+            route = self._route(h.prog, h.proc)
+        # The way of nearly every call: a served procedure with a handler, called well-formed on
+        # an open connection that may make it. Anything else (errors included) takes the general
+        # way, which checks in libvirtd's order.
+        if (route is None or h.vers != route.vers or h.status or msg.nfds or session.auth_pending
+                or session.conn is None or (session.readonly and not route.readonly)):
+            return self._prepare(session, msg)
+        try:
+            args = route.args.unpack(Reader(msg.payload))
+        except ProtocolError:
+            return self._prepare(session, msg)  # answered there, with libvirtd's words
+        return self._answer(session, h, route.proc, route.handler, args)
+
+    def _route(self, prog: int, number: int) -> _Route | None:
+        """What :meth:`prepare` needs of a procedure with a handler (None: none), kept."""
+        proc = self.table.get(prog, number)
+        vers = SERVED_PROGRAMS.get(prog)
+        if proc is None or proc.event or vers is None:
+            return None
+        handler = self.handlers.get(proc.program, proc.number)
+        if handler is None:
+            return None
+        route = self._routes[(prog, number)] = _Route(proc, handler, vers)
+        return route
+
+    def _prepare(self, session: ClientSession, msg: Message) -> bytes | PendingCall:
+        """:meth:`prepare`'s general way: every check, in libvirtd's order."""
+        h = msg.header
         try:
             proc = self._check(h)
             handler, args = self._decode(session, proc, msg)
-            if not handler.blocking:
-                return self._reply(session, h, proc, handler.fn(session, args))
-            if handler.inline_when_idle and self.inline and self.in_flight == 0:
-                _inline.active = True
-                try:
-                    result = handler.fn(session, args)
-                finally:
-                    _inline.active = False
-                return self._reply(session, h, proc, result)
-        except NeedsWorker:
-            pass
         except PyvirtError as exc:
             return self.error_frame(h, exc)
         except Exception as exc:
             log.exception("client %s: %s failed", session.peer, h.describe())
             return self.error_frame(h, internal_error(f"{type(exc).__name__}: {exc}"))
-        return PendingCall(h, proc, handler, args)
+        return self._answer(session, h, proc, handler, args)
+
+    def _answer(self, session: ClientSession, h: Header, proc: Procedure, handler: Handler,
+                args: Any) -> bytes | PendingCall:
+        """Run a checked call here when it may (see the class), else leave it to :meth:`finish`."""
+        if handler.blocking and not (handler.inline_when_idle and self.inline and self.in_flight == 0):
+            return PendingCall(h, proc, handler, args)
+        try:
+            if handler.blocking:
+                _inline.active = True
+                try:
+                    result = handler.fn(session, args)
+                finally:
+                    _inline.active = False
+            else:
+                result = handler.fn(session, args)
+            return self._reply(session, h, proc, result)
+        except NeedsWorker:
+            return PendingCall(h, proc, handler, args)
+        except PyvirtError as exc:
+            return self.error_frame(h, exc)
+        except Exception as exc:
+            log.exception("client %s: %s failed", session.peer, h.describe())
+            return self.error_frame(h, internal_error(f"{type(exc).__name__}: {exc}"))
 
     async def finish(self, session: ClientSession, call: PendingCall) -> bytes:
         """Run ``call`` on a worker thread; its reply frame."""

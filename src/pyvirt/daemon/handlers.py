@@ -66,7 +66,8 @@ def supports_feature(session: ClientSession, args: Any) -> Any:
     return {"supported": int(args.feature in SUPPORTED_FEATURES)}
 
 
-@_h("CONNECT_OPEN", needs_open=False)
+# Quick: the daemon holds the instance's driver for its lifetime, so opening only shares it.
+@_h("CONNECT_OPEN", needs_open=False, inline_when_idle=True)
 def connect_open(session: ClientSession, args: Any) -> Any:
     import pyvirt.connection
 
@@ -76,8 +77,7 @@ def connect_open(session: ClientSession, args: Any) -> Any:
         session.instance.check_name(args.name)
         # The read-only socket forces read-only, whatever the flags say (as libvirtd does).
         readonly = session.readonly_socket or bool(args.flags & CONNECT_RO)
-        opener = pyvirt.connection.openReadOnly if readonly else pyvirt.connection.open
-        session.conn = opener(session.instance.uri)
+        session.conn = pyvirt.connection.open_local(session.instance.uri, readonly)
         session.readonly = readonly
     return None
 
@@ -197,6 +197,7 @@ from pyvirt.daemon import (  # noqa: E402,F401
     handlers_network,
     handlers_qemu,
     handlers_secret,
+    handlers_stats,
     handlers_storage,
     handlers_stream,
     sasl,

@@ -8,8 +8,8 @@ One daemon serves exactly one instance, as libvirtd serves one QEMU driver:
   ``DIR/etc/pyvirtd.conf``;
 * root without ``--root``: ``qemu:///system``; sockets in pyvirt's own run directory
   (``/run/pyvirt``, below ``$PYVIRT_PREFIX`` if set), never libvirt's;
-* anyone else: ``qemu:///session``; socket in ``$XDG_RUNTIME_DIR/pyvirt`` (no read-only socket, as
-  libvirt's session daemon has none).
+* anyone else, and root with ``--session``: ``qemu:///session``; socket in
+  ``$XDG_RUNTIME_DIR/pyvirt`` (no read-only socket, as libvirt's session daemon has none).
 
 Names a client may open (the remote driver strips transport, host, port and its own parameters):
 an empty name or NULL (the daemon's choice), or the instance's own URI. A client of an embed
@@ -97,8 +97,10 @@ class ServedInstance:
                           f"the daemon of that instance, or open with the name {self.uri!r}")
 
 
-def served_instance(root: Path | None, *, euid: int | None = None) -> ServedInstance:
-    """The instance for ``--root`` (or None), as chosen by the daemon's user."""
+def served_instance(root: Path | None, *, euid: int | None = None,
+                    session: bool = False) -> ServedInstance:
+    """The instance for ``--root`` (or None), as chosen by the daemon's user (``session``: the
+    session instance whoever runs it)."""
     if root is not None:
         root = Path(os.path.abspath(root))
         # Refuse a root whose monitor sockets would not fit, before anything is created.
@@ -106,7 +108,7 @@ def served_instance(root: Path | None, *, euid: int | None = None) -> ServedInst
         return ServedInstance("embed", f"qemu:///embed?root={root}", root, root / "run",
                               root / "etc" / CONF_NAME)
     euid = os.geteuid() if euid is None else euid
-    if euid == 0:
+    if euid == 0 and not session:
         paths = system_paths()
         # system_paths().run_dir is <prefix>/run/pyvirt/qemu: the daemon's sockets go one up.
         return ServedInstance("system", "qemu:///system", None, paths.run_dir.parent,

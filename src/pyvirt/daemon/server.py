@@ -41,7 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pyvirt.daemon.config import DaemonConfig
 from pyvirt.daemon.dispatch import ClientSession, Dispatcher, HandlerTable, PendingCall
@@ -59,6 +59,7 @@ from pyvirt.rpc.protocol import (
     ProtocolError,
     encode_message,
 )
+from pyvirt.rpc.xdr import compile_busy_structs
 from pyvirt.uri import SUN_PATH_MAX
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ log = logging.getLogger("pyvirt.daemon")
 _EVENT_BACKLOG_MAX = 32 * 1024 * 1024
 #: How long shutdown waits for calls already running on worker threads.
 _SHUTDOWN_GRACE = 5.0
+
+_CALL_TYPES = frozenset({int(MessageType.CALL), int(MessageType.CALL_WITH_FDS)})
 
 _PING = encode_message(Header(Program.KEEPALIVE, PROTOCOL_VERSION, KeepaliveProc.PING,
                               MessageType.MESSAGE, 0))
@@ -284,7 +287,7 @@ class ClientConnection(asyncio.Protocol):
     # ---- the transport's callbacks ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not subclasses)
         self.transport = transport
         self.session = self.daemon._admit(self, transport)
         if self.session is None:
@@ -299,12 +302,17 @@ class ClientConnection(asyncio.Protocol):
             return
         self.last_received = self.loop.time()
         try:
-            self.waiting.extend(self.decoder.feed(data))
+            messages = self.decoder.feed(data)
         except ProtocolError as exc:
             log.warning("client %s: protocol error, closing: %s", self.peer, exc.message)
             self.close()
             return
-        self._process()
+        if (len(messages) == 1 and not self.waiting and len(self.calls) < self.max_calls
+                and not self._write_paused and not self.streams.backlogged()):
+            self.on_message(messages[0])  # the usual: one message, and nothing holds it back
+        else:
+            self.waiting.extend(messages)
+            self._process()
         if self.session is not None and self.session.keepalive and self._keepalive is None:
             self.start_keepalive()
 
@@ -345,6 +353,23 @@ class ClientConnection(asyncio.Protocol):
             self._read_paused = False
 
     def on_message(self, msg: Message) -> None:
+        # (a CALL to the keepalive program is answered "Cannot find program", as by libvirtd)
+        if msg.header.type not in _CALL_TYPES:
+            self._on_other(msg)
+            return
+        assert self.session is not None
+        prepared = self.daemon.dispatcher.prepare(self.session, msg)
+        if isinstance(prepared, bytes):  # answered on the spot
+            self.write(prepared)
+            if self.session.hangup:
+                self.close()  # the reply is out, now hang up (see handle_call)
+            return
+        task = self.loop.create_task(self.handle_call(prepared))
+        self.calls.add(task)
+        task.add_done_callback(self._call_done)
+
+    def _on_other(self, msg: Message) -> None:
+        """A message that is not a call: keepalive, stream data, or one to ignore."""
         h = msg.header
         if h.prog == Program.KEEPALIVE and h.type == MessageType.MESSAGE:
             if h.proc == KeepaliveProc.PING:
@@ -353,19 +378,8 @@ class ClientConnection(asyncio.Protocol):
         if h.type in (MessageType.STREAM, MessageType.STREAM_HOLE):
             self.streams.deliver(msg)
             return
-        # (a CALL to the keepalive program is answered "Cannot find program", as by libvirtd)
-        if h.type not in (MessageType.CALL, MessageType.CALL_WITH_FDS):
-            # libvirtd drops replies, events and stream data it did not expect, silently
-            log.debug("client %s: ignoring %s", self.peer, h.describe())
-            return
-        assert self.session is not None
-        prepared = self.daemon.dispatcher.prepare(self.session, msg)
-        if isinstance(prepared, bytes):  # answered on the spot
-            self.write(prepared)
-            return
-        task = self.loop.create_task(self.handle_call(prepared))
-        self.calls.add(task)
-        task.add_done_callback(self._call_done)
+        # libvirtd drops replies, events and stream data it did not expect, silently
+        log.debug("client %s: ignoring %s", self.peer, h.describe())
 
     def _call_done(self, task: asyncio.Task[None]) -> None:
         self.calls.discard(task)
@@ -502,6 +516,7 @@ class Daemon:
 
         #: SASL for the sockets that ask for it: database, allow-list, rate limit.
         self.sasl = SaslServer(config, self.instance)
+        compile_busy_structs()  # a daemon lives long: its busy procedures get code of their own
 
     # ---- starting ----
 
@@ -519,7 +534,8 @@ class Daemon:
             # lock) alive between clients, and fails now if another process drives the instance.
             import pyvirt.connection
 
-            self._conn = await loop.run_in_executor(self.workers, pyvirt.connection.open,
+            # open_local: the daemon drives its instance (qemu:///session would reach a daemon)
+            self._conn = await loop.run_in_executor(self.workers, pyvirt.connection.open_local,
                                                     self.instance.uri)
             await self._warm_up(loop, self._conn)
             self.sasl.check_start()

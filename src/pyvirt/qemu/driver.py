@@ -260,6 +260,9 @@ class QemuDriver:
 
     @property
     def domains(self) -> DomainStore:
+        store = self._store  # made once, then only read: no lock once it exists
+        if store is not None:
+            return store
         with self._store_lock:
             if self._store is None:
                 from pyvirt.qemu.domains import DomainStore
@@ -338,15 +341,15 @@ class QemuDriver:
 
     def uuid_of(self, name: str) -> str | None:
         """The UUID of domain ``name`` (persistent or transient), parsing nothing; None if unknown."""
-        with self.running_lock:
-            dom = self.transient.get(name)
+        # (one read of a dict changed only under running_lock is atomic: these hot lookups,
+        # made at every remote call naming a domain, take no lock)
+        dom = self.transient.get(name)
         if dom is not None:
             return dom.uuid or ""
         return self.domains.uuid_of(name)
 
     def is_persistent(self, name: str) -> bool:
-        with self.running_lock:
-            return name not in self.transient
+        return name not in self.transient  # (atomic: see uuid_of)
 
     def all_names(self) -> list[str]:
         with self.running_lock:
@@ -396,8 +399,7 @@ class QemuDriver:
             return lock
 
     def running_domain(self, name: str) -> RunningDomain | None:
-        with self.running_lock:
-            return self.running.get(name)
+        return self.running.get(name)  # (atomic: see uuid_of)
 
     def _require_running(self, name: str) -> RunningDomain:
         rd = self.running_domain(name)

@@ -1,16 +1,18 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """The session pyvirtd, started on demand, as libvirt's remote driver starts a session daemon.
 
-A non-root user connecting to ``qemu+unix:///session`` (pyvirtd's socket,
-``$XDG_RUNTIME_DIR/pyvirt/libvirt-sock``) when no daemon accepts there gets one started for them:
-``pyvirtd --timeout 120``, which exits two minutes after its last client leaves, unless domains
-still run. The rules are libvirt's (remote_sockets.c, virnetsocket.c):
+``qemu:///session`` and ``qemu+unix:///session`` always reach the session instance through
+pyvirtd's socket (``$XDG_RUNTIME_DIR/pyvirt/libvirt-sock``, or ``~/.cache/pyvirt/run/libvirt-sock``
+without a runtime directory). When no daemon accepts there, the client starts one for the user:
+``pyvirtd --session --timeout 120``, which exits two minutes after its last client leaves, unless
+domains still run. The rules are libvirt's (remote_sockets.c, virnetsocket.c):
 
-* only for the session instance, only for a non-root caller, only over the UNIX socket whose path
-  the client chooses (no ``socket=`` parameter) -- and here only for pyvirtd's own socket:
-  ``mode=legacy`` means libvirt's libvirtd socket, whose daemon pyvirt does not start;
+* only for the session instance, only over the UNIX socket whose path the client chooses (no
+  ``socket=`` parameter) -- and here only for pyvirtd's own socket: ``mode=legacy`` means
+  libvirt's libvirtd socket, whose daemon pyvirt does not start;
 * ``PYVIRT_AUTOSTART=0`` turns it off; so does libvirt's own ``LIBVIRT_AUTOSTART=0`` (read when
-  ``PYVIRT_AUTOSTART`` is unset);
+  ``PYVIRT_AUTOSTART`` is unset). A session URI then fails as libvirt's does, with "Failed to
+  connect socket to ...", and the message says how to go on (:func:`require_running_daemon`);
 * the daemon binary: ``$PYVIRTD_PATH`` if set, else the ``pyvirtd`` beside the running Python
   (a virtualenv's), else ``pyvirtd`` on ``$PATH``;
 * clients that race serialise on a lock file in the runtime directory (``flock``, so that two
@@ -18,12 +20,16 @@ still run. The rules are libvirt's (remote_sockets.c, virnetsocket.c):
   it accepts, the others then find it accepting. Only "no such socket" and "connection refused"
   start a daemon; any other connect error is reported as it is.
 
-What differs from libvirt, and why: the daemon's output goes to ``pyvirtd.log`` in the user's
-pyvirt cache directory (libvirt's session daemon logs to ``~/.cache/libvirt/libvirtd.log``) so
-that a daemon that cannot start is reported with its own words; the wait for the socket is longer
-than libvirt's 5 s (a Python daemon that loads the driver and may probe QEMU starts in seconds);
-the lock file stays (libvirt unlinks it, which lets a third client lock a new file while a second
-still holds the old one).
+What differs from libvirt, and why: root gets a session daemon too. libvirt 9.0 sends root's
+``qemu:///session`` to the system daemon, whose QEMU driver serves it as the system instance;
+pyvirt's session instance of root is a separate instance in root's XDG directories
+(pyvirt.conf.instance.session_paths), so root's session daemon is ``pyvirtd --session`` (a plain
+``pyvirtd`` run by root serves ``qemu:///system``). The daemon's output goes to ``pyvirtd.log``
+in the user's pyvirt cache directory (libvirt's session daemon logs to
+``~/.cache/libvirt/libvirtd.log``) so that a daemon that cannot start is reported with its own
+words; the wait for the socket is longer than libvirt's 5 s (a Python daemon that loads the driver
+and may probe QEMU starts in seconds); the lock file stays (libvirt unlinks it, which lets a third
+client lock a new file while a second still holds the old one).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from pyvirt.errors import PyvirtError
 from pyvirt.uri import ConnectURI
 
 __all__ = ["AutostartError", "wants_autostart", "ensure_daemon", "daemon_binary",
-           "session_daemon_accepting", "session_socket", "AUTOSTART_TIMEOUT"]
+           "require_running_daemon", "daemon_accepting", "session_socket", "AUTOSTART_TIMEOUT"]
 
 #: The daemon's --timeout, libvirt's (virNetSocketForkDaemon).
 AUTOSTART_TIMEOUT = 120
@@ -71,12 +77,32 @@ def _disabled_by(environ: dict[str, str] | os._Environ[str]) -> str | None:
     return None
 
 
-def wants_autostart(uri: ConnectURI, *, euid: int | None = None) -> bool:
-    """Whether connecting to ``uri`` may start the session daemon (see the module docstring)."""
-    euid = os.geteuid() if euid is None else euid
-    return (uri.instance == "session" and euid > 0 and uri.effective_transport == "unix"
+def _reaches_session_socket(uri: ConnectURI) -> bool:
+    """Whether ``uri`` leads to pyvirtd's session socket, the one a client may start a daemon on."""
+    return (uri.instance == "session" and uri.effective_transport == "unix"
             and uri.host is None and "socket" not in uri.params
-            and uri.params.get("mode", "auto") != "legacy" and _disabled_by(os.environ) is None)
+            and uri.params.get("mode", "auto") != "legacy")
+
+
+def wants_autostart(uri: ConnectURI) -> bool:
+    """Whether connecting to ``uri`` may start the session daemon (see the module docstring)."""
+    return _reaches_session_socket(uri) and _disabled_by(os.environ) is None
+
+
+def require_running_daemon(uri: ConnectURI) -> None:
+    """With autostart turned off, fail a connection to ``uri`` that no daemon would accept with
+    libvirt's connect error and the ways out, before anything else is tried."""
+    switch = _disabled_by(os.environ)
+    if switch is None or not _reaches_session_socket(uri):
+        return
+    path = session_socket()
+    err = _try_connect(path)
+    if err in (errno.ENOENT, errno.ECONNREFUSED):
+        who = "pyvirtd --session" if os.geteuid() == 0 else "pyvirtd"
+        raise AutostartError(f"Failed to connect socket to '{path}': {os.strerror(err)}: no "
+                             f"session pyvirtd runs and {switch}=0 stops pyvirt from starting "
+                             f"one; start '{who}' yourself, unset {switch}, or drive an instance "
+                             "in this process with qemu:///embed?root=DIR")
 
 
 def daemon_binary() -> str:
@@ -112,17 +138,17 @@ def _try_connect(path: str) -> int:
     return 0
 
 
+def daemon_accepting(path: str) -> bool:
+    """Whether a daemon accepts connections on ``path`` now (one connect attempt)."""
+    return _try_connect(path) == 0
+
+
 def session_socket() -> str:
     """The session pyvirtd's socket (pyvirt.daemon.instance.served_instance puts it there)."""
     from pyvirt.conf.instance import session_paths
 
     # session_paths().run_dir is <runtime>/pyvirt/qemu/run: the daemon's socket is two up
     return str(session_paths().run_dir.parent.parent / _SOCKET_NAME)
-
-
-def session_daemon_accepting() -> bool:
-    """Whether a session pyvirtd accepts connections now (cheap: one connect attempt)."""
-    return _try_connect(session_socket()) == 0
 
 
 def _log_path() -> Path:
@@ -182,7 +208,8 @@ def _start(binary: str, path: str) -> None:
     with log:
         offset = log.tell()
         try:
-            proc = subprocess.Popen([binary, "--timeout", str(AUTOSTART_TIMEOUT)],
+            # --session: root's plain pyvirtd would serve qemu:///system
+            proc = subprocess.Popen([binary, "--session", "--timeout", str(AUTOSTART_TIMEOUT)],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                     cwd="/", start_new_session=True, close_fds=True)
         except OSError as exc:

@@ -12,9 +12,8 @@ per-procedure layouts live in :mod:`pyvirt.rpc.procedures`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
@@ -107,10 +106,14 @@ _EMPTY_START = bytes(MIN_FRAME)
 STREAM_HOLE = Struct("StreamHole", [("length", HYPER), ("flags", UINT)])
 
 _WITH_FDS = (MessageType.CALL_WITH_FDS, MessageType.REPLY_WITH_FDS)
+_WITH_FDS_TYPES = frozenset(int(t) for t in _WITH_FDS)
+_REPLY = int(MessageType.REPLY)
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
+    """The 24-byte message header. Immutable; a tuple, so that the daemon makes one per message
+    at the cost of a tuple (a frozen dataclass costs several times more)."""
+
     prog: int
     vers: int
     proc: int
@@ -120,7 +123,7 @@ class Header:
 
     def pack(self) -> bytes:
         try:
-            return _HEADER.pack(self.prog, self.vers, self.proc, self.type, self.serial, self.status)
+            return _HEADER.pack(*self)
         except struct.error as exc:
             raise ProtocolError(f"cannot encode message header {self}: {exc}") from exc
 
@@ -128,7 +131,7 @@ class Header:
     def unpack(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> Header:
         if len(data) - offset < HEADER_SIZE:
             raise ProtocolError(f"message header truncated: {len(data) - offset} of {HEADER_SIZE} bytes")
-        return cls(*_HEADER.unpack_from(data, offset))
+        return _new(cls, _HEADER.unpack_from(data, offset))
 
     def describe(self) -> str:
         """For error messages and logs: names where the numbers are known."""
@@ -142,12 +145,15 @@ class Header:
                 f"status={name(Status, self.status)}")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     header: Header
     payload: bytes = b""
     #: For *_WITH_FDS: how many descriptors the sender says accompany the message.
     nfds: int = 0
+
+
+#: tuple.__new__: builds a Header or Message from a tuple without the keyword machinery.
+_new = tuple.__new__
 
 
 def encode_message(header: Header, payload: bytes = b"", nfds: int = 0) -> bytes:
@@ -177,8 +183,8 @@ def encode_reply(call: Header, status: int, codec: Codec[Any], value: Any) -> by
         raise ProtocolError(f"message of {total} bytes exceeds the maximum of {MAX_FRAME} bytes "
                             f"(reply to {call.describe()})")
     try:
-        _FRAME_START.pack_into(out, 0, total, call.prog, call.vers, call.proc, MessageType.REPLY,
-                               call.serial, status)
+        _FRAME_START.pack_into(out, 0, total, call.prog, call.vers, call.proc, _REPLY, call.serial,
+                               status)
     except struct.error as exc:
         raise ProtocolError(f"cannot encode the header of the reply to {call.describe()}: "
                             f"{exc}") from exc
@@ -238,17 +244,15 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         if self._failed is not None:
             raise ProtocolError(f"stream already failed: {self._failed}")
-        if not self._buf and type(data) is bytes and len(data) >= LEN_SIZE:
-            # The common case of a call-and-wait client: exactly one whole frame, nothing
-            # buffered before it; no copy through the buffer.
-            (length,) = _LEN.unpack_from(data, 0)
-            if length == len(data):
-                try:
-                    _check_length(length)
-                    return [_body(data, length)]
-                except ProtocolError as exc:
-                    self._failed = exc
-                    raise
+        if not self._buf and type(data) is bytes:
+            # The common case of a call-and-wait client: exactly one whole frame without
+            # descriptors, nothing buffered before it: decoded without a copy through the buffer
+            # (anything else, errors included, takes the general way below).
+            n = len(data)
+            if n >= MIN_FRAME:
+                start = _FRAME_START.unpack_from(data, 0)
+                if start[0] == n and n <= MAX_FRAME and start[4] not in _WITH_FDS_TYPES:
+                    return [_new(Message, (_new(Header, start[1:]), data[MIN_FRAME:], 0))]
         self._buf += data
         out: list[Message] = []
         try:

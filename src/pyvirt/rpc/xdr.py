@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import struct
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -440,6 +441,9 @@ class FixedArray(Codec[list[Any]]):
         return [self.item.unpack(reader) for _ in range(self.size)]
 
 
+_CLASS_LOCK = threading.Lock()
+
+
 class Struct(Codec[Any]):
     """A struct: its fields in declaration order. Calling it builds a value: ``DOM(name=...)``."""
 
@@ -447,9 +451,9 @@ class Struct(Codec[Any]):
         self.name = name
         self.fields = tuple(fields)
         self.min_size = sum(codec.min_size for _, codec in self.fields)
-        self.cls: type = dataclasses.make_dataclass(name, [(f, Any) for f, _ in self.fields],
-                                                    slots=True)
-        self.cls.__module__ = __name__
+        # Its value class is made when first needed: a daemon uses a few dozen of the hundreds of
+        # structs, and each dataclass costs some 5 KiB of code and tables.
+        self._cls: type | None = None
         # Every call of the daemon packs and unpacks structs: the per-field work is prepared
         # once here (the getters take all fields in one C call).
         names = tuple(f for f, _ in self.fields)
@@ -465,6 +469,21 @@ class Struct(Codec[Any]):
             self._items = operator.itemgetter(*names)
         else:
             self._attrs = self._items = lambda v: ()
+        self._calls = 0
+
+    @property
+    def cls(self) -> type:
+        """The class of decoded values (a slotted dataclass)."""
+        cls = self._cls
+        if cls is None:
+            with _CLASS_LOCK:  # one class per struct, whichever thread asks first
+                cls = self._cls
+                if cls is None:
+                    cls = dataclasses.make_dataclass(self.name, [(f, Any) for f in self._names],
+                                                     slots=True)
+                    cls.__module__ = __name__
+                    self._cls = cls
+        return cls
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.cls(*args, **kwargs)
@@ -474,7 +493,25 @@ class Struct(Codec[Any]):
         return self._names
 
     def pack(self, value: Any, out: bytearray) -> None:
-        if type(value) is self.cls:
+        self._count()
+        self._pack_any(value, out)
+
+    def unpack(self, reader: Reader) -> Any:
+        self._count()
+        return self._unpack_any(reader)
+
+    def _count(self) -> None:
+        # Once a struct proves busy, its pack and unpack are replaced by code made for it
+        # (_compile_struct), which the instance's own attributes then shadow these with.
+        if _compile_after:
+            self._calls += 1
+            if self._calls == _compile_after and self._codecs:
+                pack, unpack = _compile_struct(self)
+                self.__dict__["pack"], self.__dict__["unpack"] = pack, unpack
+
+    def _pack_any(self, value: Any, out: bytearray) -> None:
+        cls = self._cls  # (None: no value of this struct exists yet)
+        if cls is not None and type(value) is cls:
             items = self._attrs(value)
         elif type(value) is dict or isinstance(value, Mapping):
             if not self._name_set.issuperset(value):
@@ -485,15 +522,236 @@ class Struct(Codec[Any]):
             except KeyError:
                 missing = next(f for f in self._names if f not in value)
                 raise _encode_error(self, value, f"missing field '{missing}'") from None
-        elif isinstance(value, self.cls):
+        elif cls is not None and isinstance(value, cls):
             items = self._attrs(value)
         else:
             raise _encode_error(self, value, f"expected a {self.name} or a mapping of its fields")
         for codec, item in zip(self._codecs, items, strict=True):
             codec.pack(item, out)
 
-    def unpack(self, reader: Reader) -> Any:
+    def _unpack_any(self, reader: Reader) -> Any:
         return self.cls(*[codec.unpack(reader) for codec in self._codecs])
+
+
+#: Calls of a struct's pack and unpack after which they are compiled; 0: never (see
+#: :func:`compile_busy_structs`).
+_compile_after = 0
+
+
+def compile_busy_structs(after: int = 16) -> None:
+    """From now on, give a struct packed or unpacked ``after`` times code made for it, which
+    does the same several times faster. Compiling one costs about as much as a thousand calls
+    save: a server turns this on, a short-lived client does not."""
+    global _compile_after
+    _compile_after = after
+
+
+class _Emitter:
+    """Python source for one struct's pack or unpack, with the objects it refers to."""
+
+    def __init__(self, fail: str) -> None:
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {"_U32": _U32, "_PAD": _PAD}
+        self.fail = fail
+        self._n = 0
+
+    def var(self) -> str:
+        self._n += 1
+        return f"v{self._n}"
+
+    def const(self, obj: Any) -> str:
+        name = f"k{len(self.env)}"
+        self.env[name] = obj
+        return name
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    def check(self, indent: int, condition: str) -> None:
+        self.emit(indent, f"if {condition}: {self.fail}")
+
+    def function(self, name: str, params: str) -> Callable[..., Any]:
+        source = f"def {name}({params}):\n" + "\n".join(self.lines) + "\n"
+        namespace = dict(self.env)
+        exec(compile(source, f"<xdr {name}>", "exec"), namespace)  # noqa: S102 - our own code
+        fn: Callable[..., Any] = namespace[name]
+        return fn
+
+
+def _fixed_field(codec: Codec[Any]) -> tuple[str, int, int, str] | None:
+    """(struct format character, lo, hi, kind) of a fixed-size scalar field, else None."""
+    if isinstance(codec, Integer):
+        return codec._fmt.format[-1], codec._lo, codec._hi, "int"
+    if isinstance(codec, SmallInt):
+        return codec._fmt.format[-1], codec._lo, codec._hi, "small"
+    if isinstance(codec, Bool):
+        return "I", 0, 1, "bool"
+    if isinstance(codec, Double):
+        return "d", 0, 0, "double"
+    return None
+
+
+def _fixed_run(codecs: Sequence[Codec[Any]], i: int) -> list[tuple[str, int, int, str]]:
+    run = []
+    while i < len(codecs) and (spec := _fixed_field(codecs[i])) is not None:
+        run.append(spec)
+        i += 1
+    return run
+
+
+def _emit_unpack(g: _Emitter, st: Struct, indent: int) -> str:
+    """Statements decoding ``st`` at ``pos``; the name of the variable that holds it."""
+    values: list[str] = []
+    codecs = st._codecs
+    i = 0
+    while i < len(codecs):
+        codec = codecs[i]
+        run = _fixed_run(codecs, i)
+        if run:
+            fmt = struct.Struct(">" + "".join(spec[0] for spec in run))
+            names = [g.var() for _ in run]
+            g.check(indent, f"end - pos < {fmt.size}")
+            g.emit(indent, f"({', '.join(names)},) = {g.const(fmt)}.unpack_from(buf, pos)")
+            g.emit(indent, f"pos += {fmt.size}")
+            for name, (_, lo, hi, kind) in zip(names, run, strict=True):
+                if kind == "small":
+                    g.check(indent, f"not {lo} <= {name} <= {hi}")
+                elif kind == "bool":
+                    g.check(indent, f"{name} > 1")
+                    g.emit(indent, f"{name} = {name} == 1")
+            values += names
+            i += len(run)
+            continue
+        name = g.var()
+        if isinstance(codec, String | Opaque):
+            g.check(indent, "end - pos < 4")
+            g.emit(indent, "(_n,) = _U32.unpack_from(buf, pos)")
+            g.emit(indent, "_t = _n + (-_n & 3)")
+            g.check(indent, f"_n > {codec.max_len} or _t > end - pos - 4")
+            g.emit(indent, f"{name} = buf[pos + 4:pos + 4 + _n]"
+                   + (".decode('utf-8', 'surrogateescape')" if isinstance(codec, String) else ""))
+            g.emit(indent, "pos += 4 + _t")
+        elif isinstance(codec, FixedOpaque):
+            g.check(indent, f"end - pos < {codec.min_size}")
+            g.emit(indent, f"{name} = buf[pos:pos + {codec.size}]")
+            g.emit(indent, f"pos += {codec.min_size}")
+        elif isinstance(codec, Struct):
+            name = _emit_unpack(g, codec, indent)
+        elif isinstance(codec, Optional) and isinstance(codec.inner, Struct):
+            g.check(indent, "end - pos < 4")
+            g.emit(indent, "(_n,) = _U32.unpack_from(buf, pos)")
+            g.emit(indent, "pos += 4")
+            g.emit(indent, "if _n == 1:")
+            g.emit(indent + 1, f"{name} = {_emit_unpack(g, codec.inner, indent + 1)}")
+            g.emit(indent, "elif _n == 0:")
+            g.emit(indent + 1, f"{name} = None")
+            g.emit(indent, f"else: {g.fail}")
+        else:  # the codec's own unpack, from where this code got to
+            g.emit(indent, "reader._pos = pos")
+            g.emit(indent, f"{name} = {g.const(codec)}.unpack(reader)")
+            g.emit(indent, "pos = reader._pos")
+        values.append(name)
+        i += 1
+    result = g.var()
+    g.emit(indent, f"{result} = {g.const(st.cls)}({', '.join(values)})")
+    return result
+
+
+def _emit_fields_of(g: _Emitter, st: Struct, value: str, indent: int) -> list[str]:
+    """Statements taking the fields of ``value`` (the struct's record or an exact mapping of its
+    fields); the names of the variables that hold them."""
+    names = [g.var() for _ in st._names]
+    g.emit(indent, f"if type({value}) is {g.const(st.cls)}:")
+    for name, field in zip(names, st._names, strict=True):
+        g.emit(indent + 1, f"{name} = {value}.{field}")
+    g.emit(indent, f"elif type({value}) is dict and len({value}) == {len(names)}:")
+    g.emit(indent + 1, "try:")
+    for name, field in zip(names, st._names, strict=True):
+        g.emit(indent + 2, f"{name} = {value}[{field!r}]")
+    g.emit(indent + 1, f"except KeyError: {g.fail}")
+    g.emit(indent, f"else: {g.fail}")
+    return names
+
+
+def _emit_pack(g: _Emitter, st: Struct, value: str, indent: int) -> None:
+    names = _emit_fields_of(g, st, value, indent)
+    _emit_pack_fields(g, st, names, indent)
+
+
+def _emit_pack_fields(g: _Emitter, st: Struct, names: list[str], indent: int) -> None:
+    codecs = st._codecs
+    i = 0
+    while i < len(codecs):
+        codec = codecs[i]
+        run = _fixed_run(codecs, i)
+        if run:
+            fmt = struct.Struct(">" + "".join(spec[0] for spec in run))
+            for name, (_, lo, hi, kind) in zip(names[i:], run, strict=False):
+                if kind in ("int", "small"):
+                    g.check(indent, f"type({name}) is not int or not {lo} <= {name} <= {hi}")
+                elif kind == "bool":
+                    g.emit(indent, f"if {name} is True: {name} = 1")
+                    g.emit(indent, f"elif {name} is False: {name} = 0")
+                    g.emit(indent, f"else: {g.fail}")
+                else:
+                    g.check(indent, f"type({name}) is not float")
+            g.emit(indent, f"out += {g.const(fmt)}.pack({', '.join(names[i:i + len(run)])})")
+            i += len(run)
+            continue
+        name = names[i]
+        if isinstance(codec, String):
+            g.check(indent, f"type({name}) is not str")
+            g.emit(indent, f"_d = {name}.encode('utf-8', 'surrogateescape')")
+            g.emit(indent, "_n = len(_d)")
+            g.check(indent, f"_n > {codec.max_len}")
+            g.emit(indent, "out += _U32.pack(_n)")
+            g.emit(indent, "out += _d")
+            g.emit(indent, "out += _PAD[_n & 3]")
+        elif isinstance(codec, Opaque):
+            g.check(indent, f"type({name}) is not bytes or len({name}) > {codec.max_len}")
+            g.emit(indent, f"out += _U32.pack(len({name}))")
+            g.emit(indent, f"out += {name}")
+            g.emit(indent, f"out += _PAD[len({name}) & 3]")
+        elif isinstance(codec, FixedOpaque):
+            g.check(indent, f"type({name}) is not bytes or len({name}) != {codec.size}")
+            g.emit(indent, f"out += {name}")
+            if codec.size % 4:
+                g.emit(indent, f"out += {_PAD[codec.size % 4]!r}")
+        elif isinstance(codec, Struct):
+            _emit_pack(g, codec, name, indent)
+        elif isinstance(codec, Optional) and isinstance(codec.inner, Struct):
+            g.emit(indent, f"if {name} is None:")
+            g.emit(indent + 1, "out += b'\\0\\0\\0\\0'")
+            g.emit(indent, "else:")
+            g.emit(indent + 1, "out += b'\\0\\0\\0\\1'")
+            _emit_pack(g, codec.inner, name, indent + 1)
+        else:
+            g.emit(indent, f"{g.const(codec)}.pack({name}, out)")
+        i += 1
+
+
+def _compile_struct(st: Struct) -> tuple[Callable[[Any, bytearray], None], Callable[[Reader], Any]]:
+    """A pack and an unpack made for ``st``: the fields' work inlined, runs of fixed-size scalars
+    packed by one ``struct`` call. They handle the common values (the struct's record, or a dict
+    of exactly its fields, of the exact types); anything else, and anything wrong, goes to the
+    general code from the start, so that results and errors are the same."""
+    g = _Emitter("reader._pos = start; return slow(reader)")
+    g.env["slow"] = st._unpack_any
+    g.emit(1, "buf = reader._buf")
+    g.emit(1, "pos = start = reader._pos")
+    g.emit(1, "end = reader._end")
+    result = _emit_unpack(g, st, 1)
+    g.emit(1, "reader._pos = pos")
+    g.emit(1, f"return {result}")
+    unpack = g.function(f"unpack_{st.name}", "reader")
+
+    g = _Emitter("del out[start:]; return slow(value, out)")
+    g.env["slow"] = st._pack_any
+    g.emit(1, "start = len(out)")
+    names = _emit_fields_of(g, st, "value", 1)
+    _emit_pack_fields(g, st, names, 1)
+    pack = g.function(f"pack_{st.name}", "value, out")
+    return pack, unpack
 
 
 class UnionValue(NamedTuple):
