@@ -15,6 +15,10 @@ already runs -- would collide with. So each daemon runs in its own mount namespa
 * ``LIBVIRT_DRIVER_DIR`` points at a directory holding only the QEMU driver module, so the network,
   nwfilter, nodedev, interface, storage and secret drivers never load and never touch the host.
 
+The mount points are the directories Debian's libvirt-daemon-system package would own; without that
+package (the tests install only the daemon and its drivers) they may not exist, so any missing one
+is made, empty, on the host before the namespace mounts over it (:data:`_MOUNT_POINTS`).
+
 qemu.conf runs QEMU as root so that libvirt's check of /dev/kvm for the QEMU user passes and the
 cached capabilities stay valid (with the default user, libvirt re-probes on every
 getCapabilities, taking seconds). The sockets, pid file and log are in a short /tmp directory (a
@@ -56,6 +60,9 @@ mount --bind "$PYVIRT_LVD_CACHE" /var/cache/libvirt
 mount --bind "$PYVIRT_LVD_ETC" /etc/libvirt
 exec "$PYVIRT_LVD_BIN" --listen --config "$PYVIRT_LVD_CONF" --pid-file "$PYVIRT_LVD_PID"
 """
+
+# Where the namespace script mounts; made on the host first when missing (an empty directory).
+_MOUNT_POINTS = ("/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/etc/libvirt")
 
 
 def _die_with_parent() -> None:
@@ -188,6 +195,8 @@ def launch(root: Path, drivers: dict[str, str], settings: dict[str, str], *, tcp
     (:data:`_NAMESPACE_SCRIPT`) and, with ``netns``, a network namespace with only ``lo`` up, so
     that what its network driver makes never reaches the host (its TCP port is then unreachable
     from here: only the UNIX socket is waited for). ``env`` adds to its environment."""
+    for point in _MOUNT_POINTS:
+        os.makedirs(point, mode=0o755, exist_ok=True)
     (root / "drivers").mkdir()
     for name, path in drivers.items():
         os.symlink(path, root / "drivers" / f"libvirt_driver_{name}.so")
