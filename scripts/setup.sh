@@ -20,6 +20,10 @@ if [ "${1:-}" = "--test" ]; then
     pkgs+=(libvirt-clients libvirt-daemon-driver-qemu libvirt-daemon python3-libvirt)
     # apparmor_parser compiles the generated AppArmor profiles (without loading them) in the tests.
     pkgs+=(apparmor)
+    # libvirt (the oracle) defines TPM-emulator domains only where swtpm is installed, and its
+    # domain capabilities list UEFI firmware from OVMF's descriptors: with both installed, the
+    # corpus's TPM documents and the firmware enums are compared with libvirt's on every machine.
+    pkgs+=(swtpm swtpm-tools ovmf)
     # Remote transports: a real OpenSSH server (started by the tests on a loopback port), nc for
     # libvirt's ssh tunnel, and Cyrus SASL's mechanisms and saslpasswd2 for the SASL oracle.
     pkgs+=(openssh-server openssh-client netcat-openbsd libsasl2-modules sasl2-bin)

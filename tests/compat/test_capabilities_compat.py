@@ -45,6 +45,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _parse(text: str, schema: str) -> etree._Element:
     doc = etree.fromstring(text.encode())
     rng = etree.RelaxNG(etree.parse(str(SCHEMAS / schema)))
+    if not rng.validate(doc) and schema == "capability.rng":
+        # libvirt 9.0's own output breaks its schema on some hosts: it names host CPU features
+        # as its CPU map does ("sse4.1", where these hosts' model lacks SSE4), and the schema's
+        # host feature pattern has no '.'. Only that is forgiven: the document must validate
+        # once those names alone are set aside.
+        copy = etree.fromstring(text.encode())
+        for f in copy.findall("host/cpu/feature"):
+            if "." in f.get("name", ""):
+                f.getparent().remove(f)
+        assert rng.validate(copy), rng.error_log
+        return doc
     assert rng.validate(doc), rng.error_log
     return doc
 

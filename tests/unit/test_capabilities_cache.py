@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -331,3 +332,69 @@ def test_kvm_not_offered_when_the_test_cannot_run(tmp_path: Path, bindir: Path,
     caps = qc.load_all(tmp_path / "cache", search_path=str(bindir))
     assert all(not c.kvm.usable and "not tested" in c.kvm.reason for c in caps)
     assert fake.kvm_tests == []
+
+
+# -- what libvirt offers from the host's firmware and swtpm ---------------------------------------
+
+
+def _tpm(caps: qc.QemuCaps) -> dict[str, list[str]]:
+    tpm = next(d for d in caps_xml._devices(caps, "pc-q35-7.2") if d.name == "tpm")
+    return {e.name: e.values for e in tpm.enums}
+
+
+def _with_tpm_types() -> qc.QemuCaps:
+    a = answers()
+    a["query-tpm-models"] = ["tpm-tis", "tpm-crb"]
+    a["query-tpm-types"] = ["passthrough", "emulator"]
+    return qc.QemuCaps.from_probe("/usr/bin/qemu-system-x86_64", a)
+
+
+def test_tpm_emulator_offered_only_with_swtpm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # libvirt 9.0, seen on this kind of host before swtpm was installed: QEMU's emulator backend
+    # alone is not enough, and then no <enum name='backendVersion'> at all
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert caps_xml.swtpm_versions() is None
+    assert _tpm(_with_tpm_types()) == {"model": ["tpm-tis", "tpm-crb"], "backendModel": ["passthrough"]}
+    # swtpm_ioctl missing too is "no swtpm" (libvirt needs all three tools)
+    tools = {t: shutil.which(t, path="/usr/bin:/bin") for t in ("swtpm", "swtpm_setup", "swtpm_ioctl")}
+    if None in tools.values():
+        pytest.fail("swtpm and swtpm-tools are missing: run scripts/setup.sh --test")
+    for name in ("swtpm", "swtpm_setup"):
+        (tmp_path / name).symlink_to(str(tools[name]))
+    assert caps_xml.swtpm_versions() is None
+    (tmp_path / "swtpm_ioctl").symlink_to(str(tools["swtpm_ioctl"]))
+    real = json.loads(subprocess.run([str(tools["swtpm_setup"]), "--print-capabilities"],
+                                     capture_output=True, text=True, check=True).stdout)["features"]
+    want = [v for v in ("1.2", "2.0") if f"tpm-{v}" in real]
+    assert want and caps_xml.swtpm_versions() == tuple(want)
+    assert _tpm(_with_tpm_types())["backendModel"] == ["passthrough", "emulator", "external"]
+    assert _tpm(_with_tpm_types())["backendVersion"] == want
+
+
+def test_loader_secure_values_follow_the_firmware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    fwdir = tmp_path / "firmware"
+    fwdir.mkdir()
+    monkeypatch.setattr(caps_xml, "FIRMWARE_DIRS", (str(fwdir),))
+    caps = qc.QemuCaps.from_probe("/usr/bin/qemu-system-x86_64", answers())
+
+    def os_enums(machine: str) -> tuple[list[str], dict[str, list[str]]]:
+        o = caps_xml._os_caps(caps, machine)
+        assert o.loader is not None
+        return o.loader.values, {e.name: e.values for e in [*o.enums, *o.loader.enums]}
+
+    # no firmware at all: libvirt still offers secure='no' (a ROM loader)
+    assert os_enums("pc-q35-7.2") == ([], {"firmware": [], "type": ["rom", "pflash"],
+                                           "readonly": ["yes", "no"], "secure": ["no"]})
+    code = tmp_path / "CODE.secboot.fd"
+    code.write_bytes(b"\0" * 16)
+    (fwdir / "50-secure.json").write_text(json.dumps({
+        "interface-types": ["uefi"], "features": ["secure-boot", "requires-smm"],
+        "mapping": {"device": "flash", "executable": {"filename": str(code)}},
+        "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}]}))
+    # a secure-boot-only firmware: both values on q35 (insecure booting stays possible)...
+    assert os_enums("pc-q35-7.2")[0] == [str(code)]
+    assert os_enums("pc-q35-7.2")[1]["secure"] == ["yes", "no"]
+    # ...and nothing of it on i440fx, which has no SMM
+    assert os_enums("pc-i440fx-7.2")[1] == {"firmware": [], "type": ["rom", "pflash"],
+                                            "readonly": ["yes", "no"], "secure": ["no"]}

@@ -226,8 +226,8 @@ def _is_versioned(name: str) -> bool:
     return bool(sep and head and tail.isdigit())
 
 
-def _firmware(arch: str, machine: str, target: str) -> tuple[list[str], bool, bool]:
-    """(executables, any secure-boot, any non-secure) of the firmware descriptors matching."""
+def _firmware(arch: str, machine: str, target: str) -> tuple[list[str], bool]:
+    """(executables, any secure-boot) of the firmware descriptors matching."""
     descriptors: dict[str, str] = {}
     home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     for d in (*FIRMWARE_DIRS, os.path.join(home, "qemu", "firmware")):
@@ -239,7 +239,7 @@ def _firmware(arch: str, machine: str, target: str) -> tuple[list[str], bool, bo
             if name.endswith(".json"):
                 descriptors[name] = os.path.join(d, name)  # later directories override earlier
     paths: list[str] = []
-    secure = insecure = False
+    secure = False
     for name in sorted(descriptors):
         try:
             with open(descriptors[name]) as f:
@@ -263,14 +263,14 @@ def _firmware(arch: str, machine: str, target: str) -> tuple[list[str], bool, bo
             paths.append(exe)
         if "secure-boot" in features:
             secure = True
-        else:
-            insecure = True
-    return paths, secure, insecure
+    return paths, secure
 
 
 def _os_caps(caps: QemuCaps, machine: str) -> OsCaps:
-    paths, secure, insecure = _firmware(caps.arch, machine, caps.target)
-    secure_values = (["yes"] if secure else []) + (["no"] if insecure else [])
+    paths, secure = _firmware(caps.arch, machine, caps.target)
+    # As libvirt: a loader without secure boot is always possible (a plain ROM, if nothing
+    # else); "yes" only when a secure-boot firmware is installed.
+    secure_values = (["yes"] if secure else []) + ["no"]
     loader = Loader(supported=True, values=paths, enums=[
         Enum("type", ["rom", "pflash"]), Enum("readonly", ["yes", "no"]), Enum("secure", secure_values)])
     return OsCaps(supported=True, enums=[Enum("firmware", ["efi"] if paths else [])], loader=loader)
@@ -328,18 +328,57 @@ def _devices(caps: QemuCaps, machine: str) -> list[Supported]:
     filesystem = Supported("filesystem", bool(fs_types), [Enum("driverType", fs_types)])
     tpm_models: list[str] = [m for m in ("tpm-tis", "tpm-crb", "tpm-spapr", "spapr-tpm-proxy")
                              if m in caps.tpm_models]
-    tpm_backends: list[str] = [b for b in ("passthrough", "emulator") if b in caps.tpm_types]
-    if "emulator" in tpm_backends:
-        tpm_backends.append("external")  # an externally started swtpm, reached like the emulator
+    # As libvirt: the emulator backend (and the external one, an swtpm reached the same way) and
+    # the TPM versions are offered only when swtpm is installed, the versions its swtpm_setup has.
+    tpm_versions = swtpm_versions()
+    tpm_backends: list[str] = ["passthrough"] if "passthrough" in caps.tpm_types else []
+    if "emulator" in caps.tpm_types and tpm_versions is not None:
+        tpm_backends += ["emulator", "external"]
     tpm = Supported("tpm", bool(tpm_models and tpm_backends), [
         Enum("model", tpm_models), Enum("backendModel", tpm_backends),
-        Enum("backendVersion", ["1.2", "2.0"])])
+        *([Enum("backendVersion", list(tpm_versions))] if tpm_versions is not None else [])])
     redirdev = Supported("redirdev", f(QemuCapsFlag.USB_REDIR), [Enum("bus", ["usb"])])
     channel = Supported("channel", True, [
         Enum("type", ["pty", "unix", *(["spicevmc"] if f(QemuCapsFlag.SPICE) else [])])])
     return [disk, Supported("graphics", bool(graphics), [Enum("type", graphics)]),
             Supported("video", True, [Enum("modelType", video)]), hostdev, rng, filesystem, tpm, redirdev,
             channel]
+
+
+_SWTPM_TOOLS = ("swtpm", "swtpm_setup", "swtpm_ioctl")
+_swtpm_cache: tuple[tuple[tuple[str, int], ...], tuple[str, ...] | None] | None = None
+
+
+def swtpm_versions() -> tuple[str, ...] | None:
+    """The TPM versions ("1.2", "2.0") the installed swtpm can emulate, as its swtpm_setup's
+    ``--print-capabilities`` says; None when swtpm, swtpm_setup or swtpm_ioctl is missing.
+    Cached until one of the three executables changes."""
+    global _swtpm_cache
+    import shutil
+
+    key: list[tuple[str, int]] = []
+    for tool in _SWTPM_TOOLS:
+        path = shutil.which(tool)
+        if path is None:
+            return None
+        try:
+            key.append((path, os.stat(path).st_mtime_ns))
+        except OSError:
+            return None
+    if _swtpm_cache is not None and _swtpm_cache[0] == tuple(key):
+        return _swtpm_cache[1]
+    import subprocess
+
+    try:
+        out = subprocess.run([key[1][0], "--print-capabilities"], capture_output=True,
+                             text=True, timeout=10, stdin=subprocess.DEVNULL).stdout
+        features = set(json.loads(out).get("features", []))
+    except (OSError, ValueError, AttributeError, subprocess.SubprocessError):
+        features = set()  # an swtpm_setup too old to say: libvirt offers no version either
+    versions = tuple(v for v, feature in (("1.2", "tpm-1.2"), ("2.0", "tpm-2.0"))
+                     if feature in features)
+    _swtpm_cache = (tuple(key), versions)
+    return versions
 
 
 def _features(caps: QemuCaps, virttype: str) -> list[Supported | SevCaps]:
