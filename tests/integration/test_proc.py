@@ -121,6 +121,23 @@ def test_qemu_outlives_the_process_that_spawned_it(workdir: Path, cleanup: list[
     mon.close()
 
 
+def _settled_fds(pid: int, want: set[int], timeout: float = 3.0) -> dict[int, str]:
+    """The child's open fds once its dynamic loader is done: right after exec, ld.so has
+    /etc/ld.so.cache and the libraries open for a moment (as fd 3, ...). A leaked fd stays open,
+    so the set is read again until it is ``want`` or ``timeout`` passes, then returned as is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fds: dict[int, str] = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except FileNotFoundError:
+                pass  # closed between the listing and the look
+        if set(fds) == want or time.monotonic() > deadline:
+            return fds
+        time.sleep(0.005)
+
+
 def test_spawn_gives_only_the_fds_asked_for(workdir: Path, cleanup: list[int]) -> None:
     keep_r, keep_w = os.pipe()
     stray_r, stray_w = os.pipe()
@@ -130,7 +147,7 @@ def test_spawn_gives_only_the_fds_asked_for(workdir: Path, cleanup: list[int]) -
             pid = proc.spawn_detached(["/bin/sleep", "30"], {"PYVIRT_TEST": "1"}, cwd=workdir,
                                       log_fd=log.fileno(), pass_fds=[keep_w], umask=0o027)
         cleanup.append(pid)
-        fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        fds = _settled_fds(pid, {0, 1, 2, keep_w})
         assert set(fds) == {0, 1, 2, keep_w}
         assert fds[0] == "/dev/null"
         assert fds[1] == fds[2] == str(workdir / "log")
