@@ -25,6 +25,7 @@ Where pyvirt deliberately differs from libvirt 9.0:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -346,39 +347,39 @@ def _devices(caps: QemuCaps, machine: str) -> list[Supported]:
 
 
 _SWTPM_TOOLS = ("swtpm", "swtpm_setup", "swtpm_ioctl")
-_swtpm_cache: tuple[tuple[tuple[str, int], ...], tuple[str, ...] | None] | None = None
 
 
 def swtpm_versions() -> tuple[str, ...] | None:
     """The TPM versions ("1.2", "2.0") the installed swtpm can emulate, as its swtpm_setup's
     ``--print-capabilities`` says; None when swtpm, swtpm_setup or swtpm_ioctl is missing.
-    Cached until one of the three executables changes."""
-    global _swtpm_cache
+    Asked once per set of the three executables (their paths and modification times)."""
     import shutil
 
-    key: list[tuple[str, int]] = []
+    stamps: list[tuple[str, int]] = []
     for tool in _SWTPM_TOOLS:
         path = shutil.which(tool)
         if path is None:
             return None
         try:
-            key.append((path, os.stat(path).st_mtime_ns))
+            stamps.append((path, os.stat(path).st_mtime_ns))
         except OSError:
             return None
-    if _swtpm_cache is not None and _swtpm_cache[0] == tuple(key):
-        return _swtpm_cache[1]
+    return _swtpm_setup_versions(tuple(stamps))
+
+
+@functools.lru_cache(maxsize=4)
+def _swtpm_setup_versions(stamps: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
     import subprocess
 
+    setup = stamps[_SWTPM_TOOLS.index("swtpm_setup")][0]
     try:
-        out = subprocess.run([key[1][0], "--print-capabilities"], capture_output=True,
+        out = subprocess.run([setup, "--print-capabilities"], capture_output=True,
                              text=True, timeout=10, stdin=subprocess.DEVNULL).stdout
         features = set(json.loads(out).get("features", []))
     except (OSError, ValueError, AttributeError, subprocess.SubprocessError):
         features = set()  # an swtpm_setup too old to say: libvirt offers no version either
-    versions = tuple(v for v, feature in (("1.2", "tpm-1.2"), ("2.0", "tpm-2.0"))
-                     if feature in features)
-    _swtpm_cache = (tuple(key), versions)
-    return versions
+    return tuple(v for v, feature in (("1.2", "tpm-1.2"), ("2.0", "tpm-2.0"))
+                 if feature in features)
 
 
 def _features(caps: QemuCaps, virttype: str) -> list[Supported | SevCaps]:
