@@ -138,6 +138,11 @@ class virConnect(NetworkConnectMethods, StorageConnectMethods):  # noqa: N801 - 
     def _check_open(self) -> None:
         self.driver  # noqa: B018 - raises on a closed connection
 
+    def _close_blocks(self) -> bool:
+        """(pyvirtd's) Whether :meth:`close` has domains to destroy (``VIR_DOMAIN_START_AUTODESTROY``), the
+        only part of it that waits on anything."""
+        return bool(self._autodestroy)
+
     def close(self) -> int:
         if self._driver is not None:
             for name in sorted(self._autodestroy):

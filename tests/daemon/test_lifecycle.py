@@ -273,3 +273,41 @@ def test_port_in_use_leaves_nothing_behind(own_root: Path) -> None:
     # and the instance lock was released: the same root starts fine now
     daemon = start_pyvirtd(own_root)
     assert daemon.stop() == 0
+
+
+_PAUSED = ("<domain type='qemu'><name>ephemeral</name><memory unit='MiB'>32</memory>"
+           "<os><type arch='x86_64'>hvm</type></os><devices/></domain>")
+
+
+@pytest.mark.parametrize("ending", ["c.close()", "os._exit(0)"])
+def test_autodestroy_domain_dies_with_its_client(own_root: Path, ending: str) -> None:
+    """VIR_DOMAIN_START_AUTODESTROY through the daemon: the domain (a real QEMU) is destroyed
+    when the client that started it closes its connection (CONNECT_CLOSE, which then has to
+    wait for QEMU, off the event loop) or just goes away; other clients are served meanwhile."""
+    import sys
+
+    from lifecycle_support import kill_qemus
+
+    import pyvirt
+
+    daemon = start_pyvirtd(own_root)
+    try:
+        script = (f"import os, pyvirt\nc = pyvirt.open({daemon.uri()!r})\n"
+                  f"c.createXML({_PAUSED!r}, 3)\n"  # VIR_DOMAIN_START_PAUSED | AUTODESTROY
+                  "print([d.name() for d in c.listAllDomains(1)], flush=True)\n"
+                  f"{ending}\n")
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=60)
+        assert (out.returncode, out.stdout) == (0, "['ephemeral']\n"), out.stderr
+        watcher = pyvirt.open(daemon.uri())
+        try:
+            deadline = time.monotonic() + 15
+            while watcher.listAllDomains(1) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert watcher.listAllDomains() == []  # destroyed, and transient: gone
+        finally:
+            watcher.close()
+        assert daemon.stop() == 0
+    finally:
+        daemon.stop()
+        kill_qemus(str(own_root))

@@ -167,6 +167,11 @@ class ClientSession:
             raise internal_error("hypervisor connection not open")
         return conn
 
+    def close_blocks(self) -> bool:
+        """Whether :meth:`release` could block (see ``virConnect._close_blocks``)."""
+        conn = self.conn
+        return conn is not None and conn._close_blocks()
+
     def release(self) -> None:
         """Close the hypervisor connection (the client is gone). Blocking."""
         with self.lock:

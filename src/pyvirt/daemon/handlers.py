@@ -19,9 +19,11 @@ from pyvirt.daemon.dispatch import (
     CONNECT_RO,
     ClientSession,
     HandlerTable,
+    NeedsWorker,
     api_name,
     internal_error,
     no_support,
+    running_inline,
 )
 from pyvirt.daemon.nodeinfo import node_info
 from pyvirt.rpc.procedures import PROCEDURES
@@ -82,8 +84,11 @@ def connect_open(session: ClientSession, args: Any) -> Any:
     return None
 
 
-@_h("CONNECT_CLOSE", needs_open=False)
+# Quick unless the connection has domains to destroy (autodestroy): then on a worker thread.
+@_h("CONNECT_CLOSE", needs_open=False, inline_when_idle=True)
 def connect_close(session: ClientSession, args: None) -> Any:
+    if running_inline() and session.close_blocks():
+        raise NeedsWorker
     session.release()
     session.hangup = True
     return None

@@ -479,7 +479,10 @@ class ClientConnection(asyncio.Protocol):
             # the client's hypervisor connection behind them.
             await asyncio.wait(set(self.calls), timeout=None)
         try:
-            await self.loop.run_in_executor(self.daemon.workers, session.release)
+            if session.close_blocks():
+                await self.loop.run_in_executor(self.daemon.workers, session.release)
+            else:
+                session.release()  # in memory only: not worth a worker thread
         except Exception:
             log.exception("client %s: closing its connection failed", self.peer)
         log.debug("client %s: gone", self.peer)
