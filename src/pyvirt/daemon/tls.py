@@ -21,8 +21,9 @@ CA (unless ``tls_no_sanity_certificate = 1``); any fault stops the daemon with t
 pyvirtd.conf key) named.
 
 Per connection (:class:`TLSAcceptor`): the TLS handshake, during which OpenSSL verifies the
-client's certificate against the CA and the CRL (a certificate is required unless
-``tls_no_verify_certificate = 1``); then libvirt's own checks of that certificate
+client's certificate against the CA (a certificate is required unless
+``tls_no_verify_certificate = 1``); then the CRL (read once at start-up:
+:class:`pyvirt.rpc.tls.Revocations`) and libvirt's own checks of that certificate
 (:func:`pyvirt.rpc.tls.check_peer`: dates, ``tls_allowed_dn_list``, basic constraints, key usage
 and purpose); then the byte 0x01; only then does the connection become a
 :class:`~pyvirt.daemon.server.ClientConnection` (which applies ``max_clients`` and authentication
@@ -52,6 +53,7 @@ from pyvirt.rpc.tls import (
     SYSTEM_PKI,
     PeerRefused,
     PKIFiles,
+    Revocations,
     TLSError,
     check_peer,
     pki_files,
@@ -115,6 +117,8 @@ class ServerTLS:
     files: PKIFiles
     verify: bool
     allowed_dns: tuple[str, ...]
+    #: The CRL, checked once the handshake is done (None: no crl_file, or clients unverified).
+    revocations: Revocations | None = None
 
 
 def load_server_tls(config: DaemonConfig, instance: ServedInstance, *,
@@ -127,7 +131,8 @@ def load_server_tls(config: DaemonConfig, instance: ServedInstance, *,
             for warning in sanity_check(files, server=True):
                 if warn:
                     log.warning("%s", warning)
-        context = server_context(files, verify_clients=not config.tls_no_verify_certificate)
+        context, revocations = server_context(
+            files, verify_clients=not config.tls_no_verify_certificate)
     except TLSError as exc:
         for key, attr in _FILE_KEYS:
             path = getattr(files, attr)
@@ -141,7 +146,7 @@ def load_server_tls(config: DaemonConfig, instance: ServedInstance, *,
         log.warning("tls_no_verify_certificate = 1: TLS clients are not asked for a certificate; "
                     "anyone who can reach the TLS port gets in")
     return ServerTLS(context, files, not config.tls_no_verify_certificate,
-                     tuple(config.tls_allowed_dn_list))
+                     tuple(config.tls_allowed_dn_list), revocations)
 
 
 def _why(exc: BaseException) -> str:
@@ -184,6 +189,9 @@ class TLSAcceptor(asyncio.Protocol):
         self.app_transport: TLSTransport | None = None
         self.state = "handshake"  # -> "open" | "linger" -> "closed"
         self.reading_paused = False
+        #: While the client's data is being handled: what the handling writes (replies, a
+        #: close_notify) leaves together at its end, in one segment.
+        self.receiving = False
         self._timer: asyncio.TimerHandle | None = None
         self._linger_end = 0.0
 
@@ -255,7 +263,8 @@ class TLSAcceptor(asyncio.Protocol):
         if self.tls.verify:
             try:
                 dn = check_peer(self.sslobj.getpeercert(binary_form=True), server_side=True,
-                                allowed_dns=self.tls.allowed_dns)
+                                allowed_dns=self.tls.allowed_dns,
+                                revocations=self.tls.revocations)
             except PeerRefused as exc:
                 self.flush()
                 self._refuse(f"Failed to verify peer's certificate: {exc.message}")
@@ -300,6 +309,14 @@ class TLSAcceptor(asyncio.Protocol):
     # ---- the client's data ----
 
     def _decrypt(self) -> None:
+        self.receiving = True
+        try:
+            self._receive()
+        finally:
+            self.receiving = False
+        self.flush()  # the replies, and key updates and the like
+
+    def _receive(self) -> None:
         import ssl
 
         while not self.reading_paused and self.state == "open":
@@ -327,7 +344,6 @@ class TLSAcceptor(asyncio.Protocol):
             self.app.data_received(chunk)
             if not self.incoming.pending and not self.sslobj.pending():
                 break  # all consumed: spare the read that would only raise SSLWantReadError
-        self.flush()  # key updates and the like
 
 
 class TLSTransport(asyncio.Transport):
@@ -366,7 +382,8 @@ class TLSTransport(asyncio.Transport):
         while view:
             written = self._conn.sslobj.write(view)
             view = view[written:]
-        self._conn.flush()
+        if not self._conn.receiving:
+            self._conn.flush()
 
     def close(self) -> None:
         import ssl
