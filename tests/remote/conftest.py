@@ -5,14 +5,17 @@ afterwards. The directory is a package so this conftest has a name of its own.""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon.testlib import Pyvirtd, own_pyvirtd, rpc_conftest
+from daemon.testlib import Pyvirtd, own_pyvirtd, rpc_conftest, short_tmpdir
 from lifecycle_support import qemu_workdir
+
+from . import tlspki
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,16 @@ def libvirtd() -> Iterator[Any]:
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[tlspki.PKI]:
+    """A throwaway CA with server and client certificates (see tlspki), a module's own."""
+    base = short_tmpdir("pvpki-")
+    try:
+        yield tlspki.make_pki(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

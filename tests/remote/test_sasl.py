@@ -102,15 +102,6 @@ def _tls_settings(pki: tlspki.PKI, port: int) -> dict[str, str]:
             "ca_file": f'"{files["ca_file"]}"'}
 
 
-@pytest.fixture(scope="module")
-def pki() -> Iterator[tlspki.PKI]:
-    base = Path(tempfile.mkdtemp(prefix="pvsasl-pki-"))
-    try:
-        yield tlspki.make_pki(base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def sasl_pyvirtd(pki: tlspki.PKI, **extra: str) -> Iterator[tuple[Pyvirtd, Served]]:
     parent = short_tmpdir("pvs-")

@@ -47,15 +47,6 @@ DN_LIST = '["C=GB,O=pyvirt tests,CN=*"]'
 _ENV = {"LANG": "C", "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
 
 
-@pytest.fixture(scope="module")
-def pki() -> Iterator[tlspki.PKI]:
-    base = short_tmpdir("pvtls-")
-    try:
-        yield tlspki.make_pki(base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def _pyvirtd_with_tls(pki: tlspki.PKI, extra: str = "") -> tuple[Pyvirtd, int, Path]:
     parent = short_tmpdir("pvtd-")
     root = parent / "r"

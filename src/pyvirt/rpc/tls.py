@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PKIFiles", "TLSError", "PeerRefused", "CONFIRMATION", "client_files", "pki_files",
            "sanity_check", "check_peer", "distinguished_name", "dn_matches", "server_context",
+           "Revocations", "load_revocations",
            "client_context", "client_setup", "tls_handshake", "load_cert", "SYSTEM_PKI"]
 
 log = logging.getLogger(__name__)
@@ -405,15 +406,20 @@ def _host_matches(cert: x509.Certificate, hostname: str) -> bool:
 
 
 def check_peer(der: bytes | None, *, server_side: bool, allowed_dns: Sequence[str] = (),
-               hostname: str | None = None) -> str:
+               hostname: str | None = None, revocations: Revocations | None = None) -> str:
     """libvirt's checks of the peer's certificate after the handshake (the chain was verified
-    during it). ``server_side``: we are the server checking a client. Returns the peer's DN;
-    raises :class:`PeerRefused` with libvirt's reason."""
+    during it), the CRL's first (``revocations``: as OpenSSL's verification would have).
+    ``server_side``: we are the server checking a client. Returns the peer's DN; raises
+    :class:`PeerRefused` with libvirt's reason."""
     if der is None:
         raise PeerRefused("Unable to verify TLS peer: No certificate was found.")
     cert, dn, refusal = _peer_facts(der, server_side, tuple(allowed_dns), hostname)
     if cert is None:
         raise PeerRefused("Unable to load certificate")
+    if revocations is not None:
+        why = revocations.check(cert)
+        if why is not None:
+            raise PeerRefused(f"{why} (CRL {revocations.path})")
     try:
         _check_times(cert, "[session]", server=server_side, ca=False)
     except TLSError as exc:
@@ -505,9 +511,68 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
+# OpenSSL's SSL_CTX_ctrl command and mode bit (ssl.h) for SSL_CTX_set_mode(SSL_MODE_NO_AUTO_CHAIN).
+_SSL_CTRL_MODE = 33
+_SSL_MODE_NO_AUTO_CHAIN = 0x8
+
+
+@lru_cache(maxsize=1)
+def _libssl() -> Any:
+    """The libssl that Python's ssl module runs on, through ctypes; None unless that can be made
+    sure of: CPython, its ``_ssl`` module linked to a shared libssl that is mapped into this
+    process, which reports the version the ssl module reports."""
+    import ctypes
+    import ssl
+    import sys
+
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libssl.so" in line}
+    except OSError:
+        return None
+    if len(paths) != 1:
+        return None  # none (OpenSSL linked statically into _ssl), or two to choose from
+    try:
+        lib = ctypes.CDLL(paths.pop())  # already loaded: the same library, not a second copy
+        version = lib.OpenSSL_version
+    except (OSError, AttributeError):
+        return None
+    version.restype, version.argtypes = ctypes.c_char_p, [ctypes.c_int]
+    if version(0) != ssl.OPENSSL_VERSION.encode():
+        return None
+    lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+    lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
+    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    return lib
+
+
+def _no_auto_chain(ctx: ssl.SSLContext) -> bool:
+    """Send the certificates of our certificate file only, as libvirt's GnuTLS does. OpenSSL
+    otherwise completes the chain from the CA store on every handshake (one certificate
+    verification each time) and sends the CA's certificate as well, which every client then
+    parses and checks. Python's ssl module has no call for SSL_CTX_set_mode, so this calls it
+    through ctypes on the SSL_CTX the context wraps (CPython's PySSLContext begins with that
+    pointer), once the pointer is confirmed: OpenSSL must report the options Python reports.
+    False, with nothing changed, when any of that cannot be made sure of."""
+    import ctypes
+
+    lib = _libssl()
+    if lib is None:
+        return False
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not ptr or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
+        return False
+    lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_MODE, _SSL_MODE_NO_AUTO_CHAIN, None)
+    return True
+
+
 def _load_chain(ctx: ssl.SSLContext, files: PKIFiles) -> None:
     import ssl
 
+    _no_auto_chain(ctx)
     try:
         ctx.load_cert_chain(str(files.cert), str(files.key))
     except ssl.SSLError as exc:
@@ -521,7 +586,89 @@ def _load_chain(ctx: ssl.SSLContext, files: PKIFiles) -> None:
                        f"{exc.strerror or exc}") from exc
 
 
-def _load_trust(ctx: ssl.SSLContext, files: PKIFiles) -> None:
+_CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
+
+
+@dataclass(frozen=True)
+class _CRL:
+    last_update: datetime.datetime
+    next_update: datetime.datetime | None
+    revoked: frozenset[int]
+    #: Why it cannot be used (OpenSSL's words), or None.
+    problem: str | None
+
+
+class Revocations:
+    """The server's CRL file, read and its signatures checked once, when the daemon starts; a
+    client's certificate is then checked against it after the handshake with a look-up.
+    (Handed to OpenSSL, every CRL signature would be verified again on every handshake.) The
+    rules and words are OpenSSL's check of the leaf certificate (X509_V_FLAG_CRL_CHECK): a CRL
+    from the certificate's issuer is required, signed by that CA and current."""
+
+    def __init__(self, path: Path, by_issuer: Mapping[x509.Name, _CRL]) -> None:
+        self.path = path
+        self._by_issuer = dict(by_issuer)
+
+    @classmethod
+    def load(cls, path: Path, cas: Sequence[x509.Certificate]) -> Revocations:
+        from cryptography import x509
+
+        data = _read(path, "certificate revocation list")
+        try:
+            crls = [x509.load_pem_x509_crl(block) for block in _CRL_PEM.findall(data)]
+        except ValueError as exc:
+            raise TLSError(f"Unable to set x509 certificate revocation list: {path}: {exc}") from exc
+        if not crls:
+            raise TLSError(f"Unable to set x509 certificate revocation list: {path}: "
+                           "no PEM 'X509 CRL' in it")
+        by_issuer: dict[x509.Name, _CRL] = {}
+        for crl in sorted(crls, key=lambda c: c.last_update_utc):  # the newest of one issuer wins
+            issuers = [ca for ca in cas if ca.subject == crl.issuer]
+            if not issuers:
+                problem: str | None = "unable to get CRL issuer certificate"
+            elif not any(_crl_signed_by(crl, ca) for ca in issuers):
+                problem = "CRL signature failure"
+            else:
+                problem = None
+            by_issuer[crl.issuer] = _CRL(crl.last_update_utc, crl.next_update_utc,
+                                         frozenset(r.serial_number for r in crl), problem)
+        return cls(path, by_issuer)
+
+    def check(self, cert: x509.Certificate) -> str | None:
+        """Why ``cert`` is refused (OpenSSL's words), or None."""
+        crl = self._by_issuer.get(cert.issuer)
+        if crl is None:
+            return "unable to get certificate CRL"
+        if crl.problem is not None:
+            return crl.problem
+        now = _now()
+        if crl.last_update > now:
+            return "CRL is not yet valid"
+        if crl.next_update is not None and crl.next_update < now:
+            return "CRL has expired"
+        if cert.serial_number in crl.revoked:
+            return "certificate revoked"
+        return None
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    try:
+        # (a CA whose key cannot sign at all, X25519 say, raises TypeError)
+        return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
+def load_revocations(files: PKIFiles) -> Revocations | None:
+    """The server's CRL, when it has one (see :class:`Revocations`)."""
+    if files.cacrl is None or not _exists(files.cacrl):
+        return None
+    return Revocations.load(files.cacrl, _load_ca_list(files.cacert))
+
+
+def _load_trust(ctx: ssl.SSLContext, files: PKIFiles, *, crl: bool = True) -> None:
+    """The CA, and with ``crl`` the CRL (OpenSSL then checks the peer's certificate against it
+    during the handshake)."""
     import ssl
 
     if not _exists(files.cacert):
@@ -531,7 +678,7 @@ def _load_trust(ctx: ssl.SSLContext, files: PKIFiles) -> None:
     except (ssl.SSLError, OSError) as exc:
         raise TLSError(f"Unable to set x509 CA certificate: {files.cacert}: "
                        f"{getattr(exc, 'reason', None) or exc}") from exc
-    if files.cacrl is not None and _exists(files.cacrl):
+    if crl and files.cacrl is not None and _exists(files.cacrl):
         try:
             ctx.load_verify_locations(cafile=str(files.cacrl))
         except (ssl.SSLError, OSError) as exc:
@@ -540,10 +687,12 @@ def _load_trust(ctx: ssl.SSLContext, files: PKIFiles) -> None:
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
-def server_context(files: PKIFiles, *, verify_clients: bool = True) -> ssl.SSLContext:
-    """The server's context: its certificate and key (both required), the CA and CRL, a client
+def server_context(files: PKIFiles, *,
+                   verify_clients: bool = True) -> tuple[ssl.SSLContext, Revocations | None]:
+    """The server's context: its certificate and key (both required), the CA, a client
     certificate required and verified unless ``verify_clients`` is false
-    (``tls_no_verify_certificate``)."""
+    (``tls_no_verify_certificate``); and the CRL, which the caller checks client certificates
+    against once the handshake is done (see :class:`Revocations`)."""
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -552,13 +701,15 @@ def server_context(files: PKIFiles, *, verify_clients: bool = True) -> ssl.SSLCo
     # once the socket is readable, and a ticket arriving first would make that read EAGAIN.
     ctx.num_tickets = 0
     ctx.options |= ssl.OP_NO_TICKET
-    _load_trust(ctx, files)  # libvirt's order: the CA, the CRL, then our own pair
+    # libvirt's order: the CA, the CRL, then our own pair
+    _load_trust(ctx, files, crl=False)
+    revocations = load_revocations(files)
     for path, what in ((files.cert, "certificate"), (files.key, "private key")):
         if not _exists(path):
             raise TLSError(f"Cannot read {what} '{path}': No such file or directory")
     _load_chain(ctx, files)
     ctx.verify_mode = ssl.CERT_REQUIRED if verify_clients else ssl.CERT_NONE
-    return ctx
+    return ctx, revocations if verify_clients else None
 
 
 def client_context(files: PKIFiles, *, verify_server: bool = True) -> ssl.SSLContext:

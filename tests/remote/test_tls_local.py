@@ -1,0 +1,174 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""pyvirt's TLS contexts and CRL checks on their own, over memory BIOs: what each side sends, and
+the CRL rules pyvirtd applies after the handshake compared with OpenSSL's own CRL check."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from pyvirt.rpc import tls
+
+from . import tlspki
+
+_DAY = datetime.timedelta(days=1)
+
+
+def _server_files(pki: tlspki.PKI) -> tls.PKIFiles:
+    return tls.PKIFiles.in_tree(pki.server_tree() / "etc" / "pki", server=True)
+
+
+def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[bytes, bytes, str | None]:
+    """A handshake over memory BIOs: what the server sent, what the client sent, and the
+    server's verification failure (OpenSSL's words), if any."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_side=False)
+    sent_by_server, sent_by_client = b"", b""
+    for _ in range(8):
+        try:
+            cli.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        data = c_out.read()
+        sent_by_client += data
+        s_in.write(data)
+        try:
+            srv.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        except ssl.SSLCertVerificationError as exc:
+            return sent_by_server, sent_by_client, exc.verify_message
+        data = s_out.read()
+        sent_by_server += data
+        c_in.write(data)
+        if done:
+            return sent_by_server, sent_by_client, None
+    raise AssertionError("handshake did not finish")
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_each_side_sends_its_certificate_file_only(pki: tlspki.PKI) -> None:
+    """As libvirt's GnuTLS does: not the CA's certificate too (OpenSSL, left alone, builds that
+    chain again on every handshake and sends it)."""
+    server, _ = tls.server_context(_server_files(pki))
+    client = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2  # so that certificates cross in the clear
+    from_server, from_client, refused = _handshake(server, client)
+    assert refused is None
+    assert _der(pki.server.cert) in from_server and _der(pki.ca.cert) not in from_server
+    assert _der(pki.clients["good"].cert) in from_client and _der(pki.ca.cert) not in from_client
+
+
+def _crl(signer: tlspki.Identity, issuer: x509.Name, revoked: list[x509.Certificate], *,
+         last: datetime.datetime, next_: datetime.datetime) -> bytes:
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer)
+               .last_update(last).next_update(next_))
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+            .revocation_date(last).build())
+    return builder.sign(signer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _openssl_verdict(pki: tlspki.PKI, crl_file: Path, client: str) -> str | None:
+    """OpenSSL's own leaf CRL check of ``client``'s certificate (the way pyvirtd used to have
+    it done): its failure, in its words."""
+    files = _server_files(pki)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.num_tickets = 0
+    server.load_verify_locations(cafile=str(files.cacert))
+    server.load_verify_locations(cafile=str(crl_file))
+    server.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    server.load_cert_chain(str(files.cert), str(files.key))
+    server.verify_mode = ssl.CERT_REQUIRED
+    client_ctx = tls.client_context(tls.PKIFiles.flat(pki.pkipath(client), server=False))
+    return _handshake(server, client_ctx)[2]
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _cases(pki: tlspki.PKI) -> dict[str, bytes]:
+    ca, other = pki.ca, tlspki.make_ca("another CA")
+    revoked = [pki.clients["revoked"].cert]
+    now = _now()
+    current = {"last": now - _DAY, "next_": now + _DAY}
+    return {
+        "current": _crl(ca, ca.cert.subject, revoked, **current),
+        "expired": _crl(ca, ca.cert.subject, revoked, last=now - 3 * _DAY, next_=now - _DAY),
+        "future": _crl(ca, ca.cert.subject, revoked, last=now + _DAY, next_=now + 3 * _DAY),
+        "forged": _crl(other, ca.cert.subject, [], **current),  # the CA's name, another key
+        "stranger": _crl(other, other.cert.subject, [], **current),  # another CA's own CRL
+        # two of the CA's: the newer one, which revokes nobody, is the one that counts
+        "newest wins": (_crl(ca, ca.cert.subject, revoked, last=now - 2 * _DAY, next_=now + _DAY)
+                        + _crl(ca, ca.cert.subject, [], **current)),
+    }
+
+
+@pytest.mark.parametrize("case", ["current", "expired", "future", "forged", "stranger",
+                                  "newest wins"])
+@pytest.mark.parametrize("client", ["good", "revoked"])
+def test_crl_verdicts_are_openssls(pki: tlspki.PKI, tmp_path: Path, case: str,
+                                   client: str) -> None:
+    """pyvirtd reads the CRL once and checks client certificates against it after the
+    handshake: the same verdict, in the same words, as OpenSSL's check during it."""
+    crl_file = tmp_path / "cacrl.pem"
+    crl_file.write_bytes(_cases(pki)[case])
+    files = _server_files(pki)
+    revocations = tls.Revocations.load(crl_file, [pki.ca.cert])
+    ours = revocations.check(pki.clients[client].cert)
+    assert ours == _openssl_verdict(pki, crl_file, client)
+    # and through check_peer, as pyvirtd's TLS acceptor calls it
+    der = _der(pki.clients[client].cert)
+    if ours is None:
+        assert tls.check_peer(der, server_side=True, revocations=revocations)
+    else:
+        with pytest.raises(tls.PeerRefused) as info:
+            tls.check_peer(der, server_side=True, revocations=revocations)
+        assert info.value.message == f"{ours} (CRL {crl_file})"
+    assert files.cacrl is not None and files.cacrl != crl_file  # the PKI's own file untouched
+
+
+def test_crl_expected_verdicts(pki: tlspki.PKI, tmp_path: Path) -> None:
+    """What the comparison above agrees on (so that it cannot pass by both sides failing)."""
+    verdicts = {}
+    for case, data in _cases(pki).items():
+        path = tmp_path / f"{case}.pem"
+        path.write_bytes(data)
+        revocations = tls.Revocations.load(path, [pki.ca.cert])
+        verdicts[case] = tuple(revocations.check(pki.clients[c].cert) for c in ("good", "revoked"))
+    assert verdicts == {
+        "current": (None, "certificate revoked"),
+        "expired": ("CRL has expired", "CRL has expired"),
+        "future": ("CRL is not yet valid", "CRL is not yet valid"),
+        "forged": ("CRL signature failure", "CRL signature failure"),
+        "stranger": ("unable to get certificate CRL", "unable to get certificate CRL"),
+        "newest wins": (None, None),
+    }
+
+
+def test_unreadable_crl_refused_at_load(pki: tlspki.PKI, tmp_path: Path) -> None:
+    files = _server_files(pki)
+    for content, words in ((b"not a CRL\n", "no PEM 'X509 CRL' in it"),
+                           (b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", "")):
+        bad = tmp_path / "cacrl.pem"
+        bad.write_bytes(content)
+        with pytest.raises(tls.TLSError) as info:
+            tls.server_context(tls.PKIFiles(files.cacert, bad, files.cert, files.key))
+        assert info.value.message.startswith(
+            f"Unable to set x509 certificate revocation list: {bad}: " + words)
+    # no CRL file at all: nothing to check against (as before: no CRL check)
+    ctx, revocations = tls.server_context(
+        tls.PKIFiles(files.cacert, tmp_path / "absent.pem", files.cert, files.key))
+    assert revocations is None
