@@ -8,16 +8,20 @@ pyvirtd with ``--root`` on a fresh embed root holding the files in ROOT/etc/pki.
 measured against both servers: Debian's python3-libvirt 9.0 (GnuTLS) and pyvirt's own client
 (``import pyvirt as libvirt``, OpenSSL).
 
+Each client process drives both servers, taking turns, so that whatever else the machine does
+meanwhile weighs on both alike:
 - connection set-up: ``libvirt.open(uri)`` + ``conn.close()`` (TCP, TLS handshake with both
   certificates checked, the confirmation byte, AUTH_LIST, CONNECT_OPEN, ..., CONNECT_CLOSE),
-  median milliseconds over ``--opens`` rounds;
-- round trips: one connection looping ``lookupByName`` + ``dom.info()`` on an inactive domain
-  for ``--duration`` seconds; pairs per second (two RPCs each);
+  one server then the other (the order flipping each round), ``--opens`` rounds; median
+  milliseconds per server;
+- round trips: one connection to each server, looping ``lookupByName`` + ``dom.info()`` in
+  0.1 s slices that take turns, ``--duration`` seconds per server; pairs per second (two RPCs
+  each);
 - for both, the daemon's own CPU time (user + system, all its threads, from /proc) per open and
   per pair: what the server spends, whatever else the machine is doing at the time.
 
-Each figure is the median of ``--runs`` rounds that alternate which server goes first, printed
-with the ratio pyvirtd/libvirtd (time: lower is better; pairs/s: higher is better).
+Each figure is the median of ``--runs`` such processes (which alternate the server that starts),
+printed with the ratio pyvirtd/libvirtd (time: lower is better; pairs/s: higher is better).
 Target (issue 8 "Speed"): no slower than libvirtd.
 
 Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--duration SECONDS] [--runs N]
@@ -47,48 +51,62 @@ _XML = (f"<domain type='qemu'><name>{DOMAIN}</name>"
         "<uuid>2b8d7a2e-5c8e-4f59-9a57-0c8b8f1c2d01</uuid><memory>65536</memory>"
         "<os><type arch='x86_64'>hvm</type></os></domain>")
 
-# One phase per process: set up (define the domain; warm imports, files, the first handshake),
-# say "ready", wait for the go on stdin (the daemon's CPU time is read in between), run, print.
-_CLIENT = r'''
+# One phase per process, both servers interleaved in it (so that whatever else the machine is
+# doing at the time weighs on both alike): set up (define the domain; warm imports, files, the
+# first handshakes), say "ready", wait for the go on stdin (the daemons' CPU times are read in
+# between), run, print.
+_CLIENT = r"""
 import json, statistics, sys, time
-mod, phase, uri, amount, xml, name = sys.argv[1:7]
+mod, phase, amount, xml, name, *uris = sys.argv[1:]
 if mod == "libvirt":
     import libvirt
     libvirt.registerErrorHandler(lambda *a: None, None)
 else:
     import pyvirt as libvirt
-conn = libvirt.open(uri)
-try:
-    conn.lookupByName(name)
-except libvirt.libvirtError:
-    conn.defineXML(xml)
-if phase == "open":
-    conn.close()
-else:
+conns = []
+for uri in uris:
+    conn = libvirt.open(uri)
+    try:
+        conn.lookupByName(name)
+    except libvirt.libvirtError:
+        conn.defineXML(xml)
     conn.lookupByName(name).info()  # warm
+    conns.append(conn)
+if phase == "open":
+    for conn in conns:
+        conn.close()
 time.sleep(0.05)
 print("ready", flush=True)
 sys.stdin.readline()
 if phase == "open":
-    times = []
-    for _ in range(int(amount)):
-        t = time.perf_counter()
-        c = libvirt.open(uri)
-        c.close()
-        times.append(time.perf_counter() - t)
-    print(json.dumps({"open_ms": statistics.median(times) * 1000, "count": len(times)}))
+    times = [[] for _ in uris]
+    for i in range(int(amount)):
+        for k in (range(len(uris)) if i % 2 == 0 else reversed(range(len(uris)))):
+            t = time.perf_counter()
+            c = libvirt.open(uris[k])
+            c.close()
+            times[k].append(time.perf_counter() - t)
+    print(json.dumps([{"open_ms": statistics.median(ts) * 1000, "count": len(ts)}
+                      for ts in times]))
 else:
-    n = 0
-    start = time.perf_counter()
-    end = start + float(amount)
-    while time.perf_counter() < end:
-        conn.lookupByName(name).info()
-        n += 1
-    elapsed = time.perf_counter() - start
-    print(json.dumps({"pairs_per_s": n / elapsed, "count": n}), flush=True)
+    # Slices of 0.1 s, taking turns, for ``amount`` seconds per server.
+    counts, spent = [0 for _ in uris], [0.0 for _ in uris]
+    for i in range(int(float(amount) * 10)):
+        for k in (range(len(uris)) if i % 2 == 0 else reversed(range(len(uris)))):
+            n, conn = 0, conns[k]
+            start = time.perf_counter()
+            end = start + 0.1
+            while time.perf_counter() < end:
+                conn.lookupByName(name).info()
+                n += 1
+            counts[k] += n
+            spent[k] += time.perf_counter() - start
+    print(json.dumps([{"pairs_per_s": n / t, "count": n} for n, t in zip(counts, spent)]),
+          flush=True)
     sys.stdin.readline()
-    conn.close()
-'''
+    for conn in conns:
+        conn.close()
+"""
 
 CLIENTS = {"python3-libvirt": ("libvirt", SYSTEM_PYTHON), "pyvirt client": ("pyvirt", sys.executable)}
 
@@ -99,32 +117,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(client: str, phase: str, uri: str, amount: float, pid: int) -> dict[str, float]:
-    """One phase with ``client`` against the daemon ``pid`` serving ``uri``: the client's
-    figure and the daemon's CPU milliseconds per open or per pair."""
+def measure(client: str, phase: str, uris: dict[str, str], amount: float,
+            pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """One phase with ``client`` against every server (name -> URI), interleaved: per server,
+    the client's figure and the daemon's CPU milliseconds per open or per pair."""
     mod, python = CLIENTS[client]
-    proc = subprocess.Popen([python, "-c", _CLIENT, mod, phase, uri, str(amount), _XML, DOMAIN],
+    names = list(uris)
+    proc = subprocess.Popen([python, "-c", _CLIENT, mod, phase, str(amount), _XML, DOMAIN,
+                             *uris.values()],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     assert proc.stdin is not None and proc.stdout is not None
     try:
         if proc.stdout.readline().strip() != "ready":
-            raise SystemExit(f"{client} client failed against {uri}:\n{proc.communicate()[1]}")
-        before = cpu_seconds(pid)
+            raise SystemExit(f"{client} client failed against {uris}:\n{proc.communicate()[1]}")
+        before = {name: cpu_seconds(pids[name]) for name in names}
         proc.stdin.write("go\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
-        used = cpu_seconds(pid) - before
+        used = {name: cpu_seconds(pids[name]) - before[name] for name in names}
         out, err = proc.communicate("done\n", timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     if proc.returncode != 0 or not line:
-        raise SystemExit(f"{client} client failed against {uri}:\n{err}")
-    result: dict[str, float] = json.loads(line)
-    result[f"{phase}_cpu_ms"] = used * 1000 / result.pop("count")
-    return result
+        raise SystemExit(f"{client} client failed against {uris}:\n{err}")
+    results: dict[str, dict[str, float]] = {}
+    for name, result in zip(names, json.loads(line), strict=True):
+        result[f"{phase}_cpu_ms"] = used[name] * 1000 / result.pop("count")
+        results[name] = result
+    return results
 
 
 def main() -> int:
@@ -169,9 +192,10 @@ def main() -> int:
             for run in range(args.runs):
                 order = ["pyvirtd", "libvirtd"] if run % 2 == 0 else ["libvirtd", "pyvirtd"]
                 for phase, amount in (("open", args.opens), ("calls", args.duration)):
-                    for name in order:
-                        results.setdefault((name, phase), []).append(
-                            measure(client, phase, uris[name], amount, pids[name]))
+                    got = measure(client, phase, {name: uris[name] for name in order}, amount,
+                                  pids)
+                    for name, result in got.items():
+                        results.setdefault((name, phase), []).append(result)
             for label, phase, _, key, note in rows:
                 ours, theirs = (statistics.median(r[key] for r in results[(name, phase)])
                                 for name in ("pyvirtd", "libvirtd"))
