@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, NamedTuple
@@ -320,9 +321,16 @@ def parse_uri(text: str) -> ConnectURI:
     Raises :class:`NoConnectError` when the scheme names another driver and
     :class:`InvalidURIError` for anything else wrong, naming the fault and a fix.
     """
-    uri = text
     if not isinstance(text, str) or not text:
         raise InvalidURIError(f"empty connection URI; {_USAGE}")
+    return _parse(text)
+
+
+# A URI's meaning depends on its text alone, and a ConnectURI cannot change: a daemon and its
+# clients parse the same few again at every connection.
+@lru_cache(maxsize=256)
+def _parse(text: str) -> ConnectURI:
+    uri = text
     for pos, ch in enumerate(text):
         if ch.isspace() or not ch.isprintable():
             raise _fail(uri, f"character {ch!r} at offset {pos} must be percent-encoded "
