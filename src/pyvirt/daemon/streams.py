@@ -592,6 +592,17 @@ class ClientStreams:
             stream.update()
 
     def close_all(self) -> None:
+        """The client is gone: abort its streams, and let go of its connection (the callbacks
+        refer back to it: freed with its last reference, not by the cycle collector)."""
         self.closed = True
         for stream in list(self.streams.values()):
             stream.abort()
+        self.write, self.can_send, self.wake = _discard, _never, _never
+
+
+def _discard(frame: bytes) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False

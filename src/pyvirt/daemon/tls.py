@@ -228,8 +228,12 @@ class TLSAcceptor(asyncio.Protocol):
         self.state = "closed"
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self.app is not None:
             self.app.connection_lost(exc)
+        # Drop what refers back to us, so that the connection's objects go with their last
+        # reference rather than wait for the cycle collector.
+        self.app = self.app_transport = self.raw = None
 
     def pause_writing(self) -> None:
         if self.app is not None:
