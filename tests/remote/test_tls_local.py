@@ -172,3 +172,90 @@ def test_unreadable_crl_refused_at_load(pki: tlspki.PKI, tmp_path: Path) -> None
     ctx, revocations = tls.server_context(
         tls.PKIFiles(files.cacert, tmp_path / "absent.pem", files.cert, files.key))
     assert revocations is None
+
+
+# ---- the key exchange group ----
+
+_HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+
+
+def _chosen_group(flight: bytes) -> tuple[int, bool]:
+    """The group of the server's key share in its ServerHello (the first record of ``flight``,
+    in the clear), and whether that ServerHello is a HelloRetryRequest."""
+    assert flight[0] == 22 and flight[5] == 2, flight[:6]  # handshake record, ServerHello
+    hello = flight[9:5 + int.from_bytes(flight[3:5], "big")]
+    random = hello[2:34]
+    pos = 35 + hello[34] + 3  # session id, then cipher suite and compression method
+    end = pos + 2 + int.from_bytes(hello[pos:pos + 2], "big")
+    pos += 2
+    while pos < end:
+        kind, size = int.from_bytes(hello[pos:pos + 2], "big"), int.from_bytes(hello[pos + 2:pos + 4], "big")
+        if kind == 51:  # key_share
+            return int.from_bytes(hello[pos + 4:pos + 6], "big"), random == _HRR_RANDOM
+        pos += 4 + size
+    raise AssertionError("no key_share in the ServerHello")
+
+
+def _server_flight(pki: tlspki.PKI, client_hello: bytes) -> bytes:
+    server, _ = tls.server_context(_server_files(pki))
+    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    conn = server.wrap_bio(s_in, s_out, server_side=True)
+    s_in.write(client_hello)
+    with pytest.raises(ssl.SSLWantReadError):
+        conn.do_handshake()
+    return s_out.read()
+
+
+def _openssl_client_hello(pki: tlspki.PKI, curve: str | None) -> bytes:
+    client = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    if curve is not None:
+        client.set_ecdh_curve(curve)  # that group only, so its share only
+    c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    with pytest.raises(ssl.SSLWantReadError):
+        client.wrap_bio(c_in, c_out).do_handshake()
+    return c_out.read()
+
+
+def _gnutls_client_hello(pki: tlspki.PKI) -> bytes:
+    """What Debian's python3-libvirt (GnuTLS) sends first, caught by a plain TCP listener."""
+    import socket
+    import subprocess
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        script = ("import libvirt, sys\nlibvirt.registerErrorHandler(lambda *a: None, None)\n"
+                  "try:\n    libvirt.open(sys.argv[1])\nexcept libvirt.libvirtError:\n    pass\n")
+        client = subprocess.Popen(["/usr/bin/python3", "-c", script,
+                                   f"qemu+tls://127.0.0.1:{port}/system"
+                                   f"?pkipath={pki.pkipath('good')}&no_sanity=1"])
+        try:
+            listener.settimeout(30)
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                data = b""
+                while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
+                    chunk = conn.recv(65536)
+                    assert chunk, "the client hung up before its ClientHello"
+                    data += chunk
+        finally:
+            client.wait(timeout=30)
+    return data
+
+
+@pytest.mark.oracle
+def test_x25519_taken_when_a_gnutls_client_offers_it_second(pki: tlspki.PKI) -> None:
+    """libvirt's clients (GnuTLS) send a P-256 key share first and an X25519 one second:
+    pyvirtd takes the X25519 one, which costs both sides less, without a retry."""
+    hello = _gnutls_client_hello(pki)
+    assert _chosen_group(_server_flight(pki, hello)) == (0x001D, False)
+
+
+@pytest.mark.parametrize(("curve", "group"), [(None, 0x001D), ("prime256v1", 0x0017),
+                                              ("secp384r1", 0x0018)])
+def test_a_clients_only_key_share_is_taken(pki: tlspki.PKI, curve: str | None,
+                                           group: int) -> None:
+    """A client with one key share (OpenSSL's default: X25519) gets that group, never a retry,
+    whatever it is."""
+    flight = _server_flight(pki, _openssl_client_hello(pki, curve))
+    assert _chosen_group(flight) == (group, False)
