@@ -8,10 +8,14 @@ netcat to the daemon's socket (``socket=``), or ``pyvirt-ssh-helper`` (``proxy=n
 honours ``socket=`` and so relays to either daemon. Each client is measured against both
 daemons, the same client and relay for both:
 
+Each client process drives both daemons, taking turns, so that whatever else the machine does
+meanwhile weighs on both alike:
+
 - connection set-up: median wall time of ``open`` + ``getType()`` + ``close`` (ssh's own
-  handshake included: it dominates and is the same for both daemons);
-- round trips: ``lookupByName(name)`` + ``dom.info()`` pairs per second over one connection for
-  ``--duration`` seconds;
+  handshake included: it dominates and is the same for both daemons), one daemon then the other,
+  the order flipping each round;
+- round trips: ``lookupByName(name)`` + ``dom.info()`` pairs per second over one connection to
+  each daemon, in 0.1 s slices that take turns, ``--duration`` seconds per daemon;
 - for both, the daemon's own CPU time (user + system, all threads, from /proc) per set-up and
   per pair: the daemons' share, whatever else the machine is doing (ssh, sshd and the relay
   are the same for both and not counted).
@@ -20,7 +24,7 @@ Clients: Debian's python3-libvirt 9.0 (libvirt's ssh transport) and pyvirt's own
 (pyvirt.rpc.ssh). libvirt's own helper (virt-ssh-helper, its ``proxy=native``) drops
 ``socket=`` and reaches only the system daemon's socket, so it has no row: a private libvirtd
 is out of its reach. Comparing a client's netcat and helper rows shows what the relay costs.
-Rounds alternate which daemon goes first; medians of ``--repeat`` rounds are printed with the
+Client processes alternate which daemon goes first; medians of ``--repeat`` are printed with the
 ratio pyvirtd / libvirtd (target: set-up <= 1, round trips >= 1, CPU <= 1).
 
 Usage: .venv/bin/python bench/bench_ssh.py [--duration SECONDS] [--opens N] [--repeat N]
@@ -48,45 +52,58 @@ import libvirtd_oracle  # noqa: E402 - the tests' private libvirtd
 SYSTEM_PYTHON = "/usr/bin/python3"
 DOMAINS = 20
 
-# Each phase waits for a go on stdin, so that the daemon's CPU time is read between phases.
+# Each phase waits for a go on stdin, so that the daemons' CPU times are read between phases.
+# Both daemons are driven by the one client process, taking turns, so that whatever else the
+# machine does meanwhile weighs on both alike.
 _CLIENT = r'''
 import json, sys, time
-mod, uri, opens, duration = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-names = json.loads(sys.argv[5])
+mod, opens, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+names = json.loads(sys.argv[4])
+uris = sys.argv[5:]
 if mod == "libvirt":
     import libvirt
     libvirt.registerErrorHandler(lambda *a: None, None)
 else:
     import pyvirt as libvirt
-c = libvirt.open(uri)  # warm: page cache, sshd's first fork
-c.close()
+for uri in uris:
+    c = libvirt.open(uri)  # warm: page cache, sshd's first fork
+    c.close()
 time.sleep(0.05)
 print("ready", flush=True)
 sys.stdin.readline()
-setup = []
-for _ in range(opens):
-    t = time.perf_counter()
-    c = libvirt.open(uri)
-    c.getType()
-    c.close()
-    setup.append(time.perf_counter() - t)
-c = libvirt.open(uri)
-c.lookupByName(names[0]).info()
+setup = [[] for _ in uris]
+for i in range(opens):
+    for k in (range(len(uris)) if i % 2 == 0 else reversed(range(len(uris)))):
+        t = time.perf_counter()
+        c = libvirt.open(uris[k])
+        c.getType()
+        c.close()
+        setup[k].append(time.perf_counter() - t)
+conns = [libvirt.open(uri) for uri in uris]
+for c in conns:
+    c.lookupByName(names[0]).info()
 time.sleep(0.05)
 print("opened", flush=True)
 sys.stdin.readline()
-n, i = 0, 0
-start = time.perf_counter()
-end = start + duration
-while time.perf_counter() < end:
-    c.lookupByName(names[i]).info()
-    i = (i + 1) % len(names)
-    n += 1
-elapsed = time.perf_counter() - start
-setup.sort()
-print(json.dumps({"setup": setup[len(setup) // 2], "pairs": n / elapsed, "n": n}), flush=True)
+counts, spent = [0 for _ in uris], [0.0 for _ in uris]
+for j in range(max(1, int(duration * 10))):  # 0.1 s slices, taking turns
+    for k in (range(len(uris)) if j % 2 == 0 else reversed(range(len(uris)))):
+        c, n, i = conns[k], 0, 0
+        start = time.perf_counter()
+        end = start + 0.1
+        while time.perf_counter() < end:
+            c.lookupByName(names[i]).info()
+            i = (i + 1) % len(names)
+            n += 1
+        counts[k] += n
+        spent[k] += time.perf_counter() - start
+for ts in setup:
+    ts.sort()
+print(json.dumps([{"setup": ts[len(ts) // 2], "pairs": n / t, "n": n}
+                  for ts, n, t in zip(setup, counts, spent)]), flush=True)
 sys.stdin.readline()
-c.close()
+for c in conns:
+    c.close()
 '''
 
 _DEFINE = r'''
@@ -104,36 +121,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(client: str, uri: str, opens: int, duration: float, names: list[str],
-            pid: int) -> dict[str, float]:
-    """One client process: its figures, and the CPU time the daemon ``pid`` spent per set-up
-    and per pair (its own share only: ssh, sshd and the relay are not counted)."""
+def measure(client: str, uris: dict[str, str], opens: int, duration: float, names: list[str],
+            pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """One client process driving both daemons (side -> URI), taking turns: per side, its
+    figures and the CPU time that daemon spent per set-up and per pair (its own share only:
+    ssh, sshd and the relay are not counted)."""
     python = SYSTEM_PYTHON if client == "libvirt" else sys.executable
-    p = subprocess.Popen([python, "-c", _CLIENT, client, uri, str(opens), str(duration),
-                          json.dumps(names)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    sides = list(uris)
+    p = subprocess.Popen([python, "-c", _CLIENT, client, str(opens), str(duration),
+                          json.dumps(names), *uris.values()], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdin is not None and p.stdout is not None
-    marks: list[float] = []
+    marks: list[dict[str, float]] = []
     line = ""
     try:
         for expect in ("ready", "opened", None):
             line = p.stdout.readline().strip()
             if not line or (expect is not None and line != expect):
                 break
-            marks.append(cpu_seconds(pid))
+            marks.append({side: cpu_seconds(pids[side]) for side in sides})
             p.stdin.write("go\n")
             p.stdin.flush()
-        _, err = p.communicate(timeout=60)
+        _, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
     if p.returncode != 0 or len(marks) != 3:
-        raise RuntimeError(f"{client} client on {uri} failed:\n{err[-3000:]}")
-    result = dict(json.loads(line))
-    result["setup_cpu"] = (marks[1] - marks[0]) / opens
-    result["pairs_cpu"] = (marks[2] - marks[1]) / result.pop("n")
-    return result
+        raise RuntimeError(f"{client} client on {uris} failed:\n{err[-3000:]}")
+    results: dict[str, dict[str, float]] = {}
+    for side, result in zip(sides, json.loads(line), strict=True):
+        result["setup_cpu"] = (marks[1][side] - marks[0][side]) / opens
+        result["pairs_cpu"] = (marks[2][side] - marks[1][side]) / result.pop("n")
+        results[side] = result
+    return results
 
 
 def ratio(a: float, b: float) -> str:
@@ -144,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=3.0, help="seconds of round trips per run")
-    ap.add_argument("--opens", type=int, default=10, help="connections set up per run")
+    ap.add_argument("--opens", type=int, default=20,
+                    help="connections set up per run and daemon")
     ap.add_argument("--repeat", type=int, default=3, help="rounds (medians are printed)")
     args = ap.parse_args(argv)
     names = [f"bench{i:03d}" for i in range(DOMAINS)]
@@ -173,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
                 for r in range(args.repeat):
                     order = [("ours", ours), ("theirs", theirs)]
-                    for side, uri in (order if r % 2 == 0 else order[::-1]):
-                        runs[side].append(measure(client, uri, args.opens, args.duration,
-                                                  names, pids[side]))
+                    got = measure(client, dict(order if r % 2 == 0 else order[::-1]), args.opens,
+                                  args.duration, names, pids)
+                    for side, result in got.items():
+                        runs[side].append(result)
                 keys = ("setup", "pairs", "setup_cpu", "pairs_cpu")
                 a, b = ({k: statistics.median(x[k] for x in runs[side]) for k in keys}
                         for side in ("ours", "theirs"))
