@@ -177,10 +177,14 @@ def test_children_are_reaped_with_their_status(workdir: Path) -> None:
         assert not os.path.exists(f"/proc/{pid}")
     assert [proc.exit_status(pid) for pid in pids] == [3, -9]
     # A quick child that the caller never waits for is reaped all the same.
+    # (Its /proc entry goes when the reaper's waitpid returns, a moment before the reaper
+    # records the status: wait for both.)
     pid = proc.spawn_detached(["/bin/true"])
     deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    while ((os.path.exists(f"/proc/{pid}") or proc.exit_status(pid) is None)
+           and time.monotonic() < deadline):
         time.sleep(0.01)
+    assert not os.path.exists(f"/proc/{pid}")
     assert proc.exit_status(pid) == 0
 
 
