@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from pyvirt.rpc import tls
 
@@ -69,17 +69,6 @@ def test_each_side_sends_its_certificate_file_only(pki: tlspki.PKI) -> None:
     assert _der(pki.clients["good"].cert) in from_client and _der(pki.ca.cert) not in from_client
 
 
-def _crl(signer: tlspki.Identity, issuer: x509.Name, revoked: list[x509.Certificate], *,
-         last: datetime.datetime, next_: datetime.datetime) -> bytes:
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer)
-               .last_update(last).next_update(next_))
-    for cert in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-            .revocation_date(last).build())
-    return builder.sign(signer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
 def _openssl_verdict(pki: tlspki.PKI, crl_file: Path, client: str) -> str | None:
     """OpenSSL's own leaf CRL check of ``client``'s certificate (the way pyvirtd used to have
     it done): its failure, in its words."""
@@ -103,16 +92,19 @@ def _cases(pki: tlspki.PKI) -> dict[str, bytes]:
     ca, other = pki.ca, tlspki.make_ca("another CA")
     revoked = [pki.clients["revoked"].cert]
     now = _now()
-    current = {"last": now - _DAY, "next_": now + _DAY}
+    yesterday, tomorrow = now - _DAY, now + _DAY  # a current CRL (make_crl's default: 30 days)
     return {
-        "current": _crl(ca, ca.cert.subject, revoked, **current),
-        "expired": _crl(ca, ca.cert.subject, revoked, last=now - 3 * _DAY, next_=now - _DAY),
-        "future": _crl(ca, ca.cert.subject, revoked, last=now + _DAY, next_=now + 3 * _DAY),
-        "forged": _crl(other, ca.cert.subject, [], **current),  # the CA's name, another key
-        "stranger": _crl(other, other.cert.subject, [], **current),  # another CA's own CRL
+        "current": tlspki.make_crl(ca, revoked, last=yesterday, next_=tomorrow),
+        "expired": tlspki.make_crl(ca, revoked, last=now - 3 * _DAY, next_=now - _DAY),
+        "future": tlspki.make_crl(ca, revoked, last=now + _DAY, next_=now + 3 * _DAY),
+        # the CA's name, another key
+        "forged": tlspki.make_crl(other, [], issuer=ca.cert.subject, last=yesterday,
+                                  next_=tomorrow),
+        # another CA's own CRL
+        "stranger": tlspki.make_crl(other, [], last=yesterday, next_=tomorrow),
         # two of the CA's: the newer one, which revokes nobody, is the one that counts
-        "newest wins": (_crl(ca, ca.cert.subject, revoked, last=now - 2 * _DAY, next_=now + _DAY)
-                        + _crl(ca, ca.cert.subject, [], **current)),
+        "newest wins": (tlspki.make_crl(ca, revoked, last=now - 2 * _DAY, next_=tomorrow)
+                        + tlspki.make_crl(ca, [], last=yesterday, next_=tomorrow)),
     }
 
 

@@ -102,14 +102,19 @@ def issue(ca: Identity, subject: x509.Name, *, server: bool, hosts: tuple[str, .
     return Identity(key, builder.sign(ca.key, hashes.SHA256()))
 
 
-def make_crl(ca: Identity, revoked: list[x509.Certificate]) -> bytes:
+def make_crl(ca: Identity, revoked: list[x509.Certificate], *,
+             issuer: x509.Name | None = None, last: datetime.datetime | None = None,
+             next_: datetime.datetime | None = None) -> bytes:
+    """A CRL signed by ``ca``'s key: by default in its name, issued yesterday, good for 30
+    days (``issuer``, ``last`` and ``next_`` make others: forged, expired, not yet valid)."""
     now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
-               .last_update(now - _DAY).next_update(now + 30 * _DAY))
+    last = last or now - _DAY
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer or ca.cert.subject)
+               .last_update(last).next_update(next_ or now + 30 * _DAY))
     for cert in revoked:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-            .revocation_date(now - _DAY).build())
+            .revocation_date(last).build())
     return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
