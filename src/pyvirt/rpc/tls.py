@@ -594,12 +594,10 @@ _SSL_CLIENT_HELLO_SUCCESS = 1
 def _x25519_not_first(key_shares: bytes) -> bool:
     """Whether a ClientHello's key_share extension (RFC 8446 4.2.8) has an X25519 share, after
     another one."""
-    pos, end, first = 2, min(len(key_shares), 2 + int.from_bytes(key_shares[:2], "big")), True
+    pos, end = 2, min(len(key_shares), 2 + int.from_bytes(key_shares[:2], "big"))
     while pos + 4 <= end:
-        group = int.from_bytes(key_shares[pos:pos + 2], "big")
-        if group == _GROUP_X25519:
-            return not first
-        first = False
+        if int.from_bytes(key_shares[pos:pos + 2], "big") == _GROUP_X25519:
+            return pos > 2  # not the first entry
         pos += 4 + int.from_bytes(key_shares[pos + 2:pos + 4], "big")
     return False
 
@@ -780,7 +778,7 @@ def server_context(files: PKIFiles, *,
     ctx.options |= ssl.OP_NO_TICKET
     # libvirt's order: the CA, the CRL, then our own pair
     _load_trust(ctx, files, crl=False)
-    revocations = load_revocations(files)
+    revocations = load_revocations(files)  # read even when unused: a bad file stops the start
     for path, what in ((files.cert, "certificate"), (files.key, "private key")):
         if not _exists(path):
             raise TLSError(f"Cannot read {what} '{path}': No such file or directory")
