@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""What Python's ssl module offers no call for, made through ctypes on the very OpenSSL it runs
+on (:mod:`pyvirt.rpc.tls` uses these for its contexts): sending one's certificate file only
+(no chain rebuilt on every handshake) and taking a client's X25519 key share. Each first makes
+sure it reaches the right library and object, and otherwise changes nothing: OpenSSL's default
+behaviour, slower but correct.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["no_auto_chain", "prefer_x25519"]
+
+
+# OpenSSL's SSL_CTX_ctrl command and mode bit (ssl.h) for SSL_CTX_set_mode(SSL_MODE_NO_AUTO_CHAIN).
+_SSL_CTRL_MODE = 33
+_SSL_MODE_NO_AUTO_CHAIN = 0x8
+
+
+@lru_cache(maxsize=1)
+def _libssl() -> Any:
+    """The libssl that Python's ssl module runs on, through ctypes; None unless that can be made
+    sure of: CPython, its ``_ssl`` module linked to a shared libssl that is mapped into this
+    process, which reports the version the ssl module reports."""
+    import ctypes
+    import ssl
+    import sys
+
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libssl.so" in line}
+    except OSError:
+        return None
+    if len(paths) != 1:
+        return None  # none (OpenSSL linked statically into _ssl), or two to choose from
+    try:
+        lib = ctypes.CDLL(paths.pop())  # already loaded: the same library, not a second copy
+        version = lib.OpenSSL_version
+    except (OSError, AttributeError):
+        return None
+    version.restype, version.argtypes = ctypes.c_char_p, [ctypes.c_int]
+    if version(0) != ssl.OPENSSL_VERSION.encode():
+        return None
+    lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+    lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
+    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    lib.SSL_ctrl.restype = ctypes.c_long
+    lib.SSL_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+    lib.SSL_CTX_set_client_hello_cb.restype = None
+    lib.SSL_CTX_set_client_hello_cb.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.SSL_client_hello_get0_ext.restype = ctypes.c_int
+    lib.SSL_client_hello_get0_ext.argtypes = [ctypes.c_void_p, ctypes.c_uint,
+                                              ctypes.POINTER(ctypes.c_void_p),
+                                              ctypes.POINTER(ctypes.c_size_t)]
+    return lib
+
+
+def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int | None:
+    """The SSL_CTX that ``ctx`` wraps (CPython's PySSLContext begins with that pointer), once
+    confirmed: OpenSSL must report the options Python reports for it. None when that cannot be
+    made sure of (see :func:`_libssl`)."""
+    import ctypes
+
+    lib = _libssl()
+    if lib is None:
+        return None
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not ptr or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
+        return None
+    return int(ptr)
+
+
+def no_auto_chain(ctx: ssl.SSLContext) -> bool:
+    """Send the certificates of our certificate file only, as libvirt's GnuTLS does. OpenSSL
+    otherwise completes the chain from the CA store on every handshake (one certificate
+    verification each time) and sends the CA's certificate as well, which every client then
+    parses and checks. Python's ssl module has no call for SSL_CTX_set_mode: this makes it
+    through ctypes. False, with nothing changed, when that cannot be made sure of."""
+    ptr = _ssl_ctx_pointer(ctx)
+    if ptr is None:
+        return False
+    _libssl().SSL_CTX_ctrl(ptr, _SSL_CTRL_MODE, _SSL_MODE_NO_AUTO_CHAIN, None)
+    return True
+
+
+_TLSEXT_KEY_SHARE = 51
+_GROUP_X25519 = 0x001D
+_SSL_CTRL_SET_GROUPS_LIST = 92
+_SSL_CLIENT_HELLO_SUCCESS = 1
+
+
+def _x25519_not_first(key_shares: bytes) -> bool:
+    """Whether a ClientHello's key_share extension (RFC 8446 4.2.8) has an X25519 share, after
+    another one."""
+    pos, end = 2, min(len(key_shares), 2 + int.from_bytes(key_shares[:2], "big"))
+    while pos + 4 <= end:
+        if int.from_bytes(key_shares[pos:pos + 2], "big") == _GROUP_X25519:
+            return pos > 2  # not the first entry
+        pos += 4 + int.from_bytes(key_shares[pos + 2:pos + 4], "big")
+    return False
+
+
+def _on_client_hello(ssl_ptr: int, alert: object, arg: object) -> int:
+    """OpenSSL's ClientHello callback (see :func:`prefer_x25519`). Never fails a handshake."""
+    import ctypes
+
+    try:
+        lib = _libssl()
+        data, size = ctypes.c_void_p(), ctypes.c_size_t()
+        if (lib.SSL_client_hello_get0_ext(ssl_ptr, _TLSEXT_KEY_SHARE, ctypes.byref(data),
+                                          ctypes.byref(size)) == 1 and data.value
+                and _x25519_not_first(ctypes.string_at(data.value, size.value))):
+            lib.SSL_ctrl(ssl_ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, b"X25519")
+    except Exception:  # noqa: BLE001 - an exception here must not reach OpenSSL
+        pass
+    return _SSL_CLIENT_HELLO_SUCCESS
+
+
+@lru_cache(maxsize=1)
+def _client_hello_callback() -> Any:
+    """The C function pointer of :func:`_on_client_hello` (kept alive by the cache)."""
+    import ctypes
+
+    prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int),
+                                 ctypes.c_void_p)
+    return prototype(_on_client_hello)
+
+
+def prefer_x25519(ctx: ssl.SSLContext) -> bool:
+    """Take a client's X25519 key share when it offers one, even after another (GnuTLS, hence
+    virsh and libvirt-python, sends a P-256 share first, then an X25519 one). OpenSSL 3.0 takes
+    the client's first share it supports, and its P-256 exchange costs the server a good third
+    of its first flight (a new group object and a full check of the client's point each time),
+    the client more. Only a connection whose client has sent an X25519 share is changed (it
+    then has X25519 only), so no client is ever asked to retry with another group. This goes
+    through ctypes (OpenSSL's ClientHello callback); False, with nothing changed, when that
+    cannot be made sure of."""
+    ptr = _ssl_ctx_pointer(ctx)
+    if ptr is None:
+        return False
+    _libssl().SSL_CTX_set_client_hello_cb(ptr, _client_hello_callback(), None)
+    return True
