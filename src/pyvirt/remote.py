@@ -32,6 +32,7 @@ import os
 import queue
 import threading
 import uuid as uuidlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -144,12 +145,14 @@ def open_remote(uri: ConnectURI, readonly: bool, auth: object = None) -> RemoteC
 
 
 class _Dispatcher:
-    """One thread per connection running event and close callbacks in arrival order."""
+    """One thread per connection running event and close callbacks in arrival order; started
+    with the first callback (most connections never have one)."""
 
     def __init__(self, name: str) -> None:
+        self._name = name
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
 
     def _run(self) -> None:
         while True:
@@ -165,11 +168,40 @@ class _Dispatcher:
 
     def submit(self, job: Callable[[], None]) -> None:
         self._queue.put(job)
+        if self._thread is None:
+            with self._start:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self._name,
+                                                    daemon=True)
+                    self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Run what is queued, then end; ``wait``: for that (never from a callback)."""
+        with self._start:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
         self._queue.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+        if wait and threading.current_thread() is not thread:
+            thread.join(timeout=30)
+
+
+#: Connections with event or close callbacks registered: kept open while those may fire, even
+#: with no other reference (libvirt-python's registrations hold theirs too), until close().
+_PINNED: set[RemoteConnect] = set()
+
+
+def _weak(method: Callable[..., None]) -> Callable[..., None]:
+    """``method`` without the reference to its object: the client's loop thread must not keep a
+    connection alive that its user has dropped (it closes when collected, as libvirt-python's
+    does)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+    return call
 
 
 def _close_reason(error: PyvirtError) -> int:
@@ -212,8 +244,8 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         self._legacy: dict[Any, int] = {}
         self._type: str | None = None
         self._dispatcher = _Dispatcher(f"pyvirt-remote-callbacks {where}")
-        client.add_close_callback(self._on_transport_closed)
-        client.add_event_handler(self._on_event)
+        client.add_close_callback(_weak(self._on_transport_closed))
+        client.add_event_handler(_weak(self._on_event))
 
     # ---- plumbing ----
 
@@ -309,11 +341,20 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         with libvirt-python, with its reason: EOF, since the server hangs up on CONNECT_CLOSE and
         libvirt's client sees that before its own close."""
         client, self._client = self._client, None
+        _PINNED.discard(self)
         if client is not None:
             client.close()
             self._fire_close(VIR_CONNECT_CLOSE_REASON_EOF)
             self._dispatcher.stop()
         return 0
+
+    def __del__(self) -> None:
+        """Dropped without close(): hang up, as libvirt-python's virConnect does, without waiting
+        (this may run on any thread, the client's own included)."""
+        client, self._client = getattr(self, "_client", None), None
+        if client is not None:
+            client.close_soon()
+            self._dispatcher.stop(wait=False)
 
     def isAlive(self) -> int:  # noqa: N802
         client = self._client
@@ -407,6 +448,7 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
                                   "registered", code=codes.VIR_ERR_OPERATION_INVALID,
                                   domain=codes.VIR_FROM_NONE)
             self._close_cb = (cb, opaque)
+            _PINNED.add(self)
             lost = self._lost if self._close_fired else None
         if not self._server_close_cb:
             try:
@@ -544,6 +586,7 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         with self._lock:
             self._registering -= 1  # with the callback known, under the same lock
             self._events[key] = (event_id, cb, opaque)
+            _PINNED.add(self)
             local_id = self._next_local_id
             self._next_local_id += 1
             self._local_ids[local_id] = key

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +228,74 @@ def test_many_threads_and_calls_from_callbacks(own_daemon: Pyvirtd) -> None:
     conn.close()
     assert errors == []
     assert seen == [[0, "pvrthreads"], [1, "pvrthreads"]]
+
+
+# ---- a connection's end without close() -------------------------------------------------------
+
+def _established(port: int) -> int:
+    """TCP connections to ``port`` on this host that are still established."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def test_dropped_connection_hangs_up(own_daemon: Pyvirtd) -> None:
+    """As with libvirt-python, a connection nobody refers to any more is closed: its socket and
+    its threads go. One with a callback registered stays open (the callback may still fire)
+    until close()."""
+    port = own_daemon.tcp_port
+    threads = threading.active_count()
+    for _ in range(4):
+        conn = open_connection(own_daemon.uri("tcp"))
+        assert conn.getHostname()
+    assert _established(port) >= 1
+    del conn
+    deadline = time.monotonic() + 10
+    while (_established(port) or threading.active_count() > threads) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _established(port) == 0
+    assert threading.active_count() == threads
+
+    fired: list[Any] = []
+    conn = open_connection(own_daemon.uri("tcp"))
+    conn.registerCloseCallback(lambda c, reason, opaque: fired.append(reason), None)
+    del conn
+    time.sleep(0.5)
+    assert _established(port) == 1  # still there, and its callback fires when the server goes
+    own_daemon.stop(signal.SIGKILL)
+    _wait_for(fired, 1)
+    assert fired == [VIR_CONNECT_CLOSE_REASON_EOF]
+
+
+_UNCLOSED = """
+import json, subprocess, sys
+MOD, uri = sys.argv[1], sys.argv[2]
+if MOD == "libvirt":
+    import libvirt
+else:
+    import pyvirt as libvirt
+conn = libvirt.open(uri)
+print(json.dumps([conn.getType(), bool(conn.getHostname())]))
+"""
+
+
+def test_unclosed_connection_at_exit_as_python_libvirt(own_daemon: Pyvirtd) -> None:
+    """A script that never closes its connection exits cleanly, with nothing on stderr, as with
+    Debian's python3-libvirt; the server sees the client go."""
+    import subprocess
+    import sys
+
+    from .scriptlib import SYSTEM_PYTHON
+
+    port = own_daemon.tcp_port
+    results = {}
+    for client, python in (("libvirt", SYSTEM_PYTHON), ("pyvirt", sys.executable)):
+        out = subprocess.run([python, "-c", _UNCLOSED, client, own_daemon.uri("tcp")],
+                             capture_output=True, text=True, timeout=60)
+        results[client] = (out.returncode, out.stdout, out.stderr)
+    assert results["pyvirt"] == results["libvirt"] == (0, '["QEMU", true]\n', "")
+    assert _established(port) == 0

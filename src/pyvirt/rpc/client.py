@@ -16,11 +16,13 @@ Values are the records of :mod:`pyvirt.rpc.procedures`: ``client.call("CONNECT_G
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import enum
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -722,28 +724,57 @@ def _why(exc: BaseException) -> str:
 # ---- the synchronous facade ----
 
 class _LoopThread:
-    """An event loop running in a daemon thread, owned by one :class:`Client`."""
+    """An event loop running in a daemon thread, owned by one :class:`Client`. The thread closes
+    the loop when it stops."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="pyvirt-rpc-loop",
-                                        daemon=True)
+        #: Set once the loop is told to stop: nothing more may be run on it.
+        self.stopping = False
+        self._thread = threading.Thread(target=self._main, name="pyvirt-rpc-loop", daemon=True)
         self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a synchronous pyvirt RPC call from one of its own callbacks "
                                "would deadlock; use the RPCClient from the callback instead")
+        if self.stopping:
+            coro.close()
+            raise ConnectionClosed("client socket is closed", code=codes.VIR_ERR_INTERNAL_ERROR)
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
+        self.stopping = True
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.current_thread() is not self._thread:
             self._thread.join()
-            self.loop.close()
+
+    def finish_soon(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro``, then stop, without waiting for either (from any thread)."""
+        if self.stopping:
+            coro.close()
+            return
+        self.stopping = True
+
+        async def then_stop() -> None:
+            try:
+                await coro
+            finally:
+                asyncio.get_running_loop().stop()
+        try:
+            asyncio.run_coroutine_threadsafe(then_stop(), self.loop)
+        except RuntimeError:  # the loop is closed already
+            coro.close()
 
 
 class SyncStream:
@@ -778,11 +809,26 @@ class SyncStream:
         self._loop.run(self._stream.abort())
 
 
+#: Clients not closed yet: at exit, each says goodbye to its server (CONNECT_CLOSE), as
+#: libvirt-python's connections do when the interpreter collects them.
+_OPEN: weakref.WeakSet[Client] = weakref.WeakSet()
+#: How long the goodbye at exit may take, per client.
+_EXIT_TIMEOUT = 2.0
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for client in list(_OPEN):
+        with contextlib.suppress(Exception):
+            client.close(_EXIT_TIMEOUT)
+
+
 class Client:
     """Blocking access to an :class:`RPCClient`; no event loop needed by the caller."""
 
     def __init__(self, rpc: RPCClient, loop: _LoopThread) -> None:
         self.rpc, self._loop = rpc, loop
+        _OPEN.add(self)
 
     @classmethod
     def _connect(cls, factory: Callable[[], Coroutine[Any, Any, RPCClient]]) -> Client:
@@ -887,20 +933,29 @@ class Client:
             return self.rpc.add_close_callback(callback)
         return self._loop.run(add())
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 10.0) -> None:
         """CONNECT_CLOSE if open, close the socket, stop the loop thread. Idempotent."""
-        if not self._loop.loop.is_closed():
+        if not self._loop.stopping:
             try:
-                self._loop.run(self.rpc.close())
+                self._loop.run(self.rpc.close(timeout))
             finally:
                 self._loop.stop()
 
     def abort(self) -> None:
-        if not self._loop.loop.is_closed():
+        if not self._loop.stopping:
             try:
                 self._loop.run(self.rpc.abort())
             finally:
                 self._loop.stop()
+
+    def close_soon(self) -> None:
+        """close() without waiting for it, from any thread (a callback of this client's too)."""
+        self._loop.finish_soon(self.rpc.close())
+
+    def __del__(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            self.close_soon()
 
     def __enter__(self) -> Client:
         return self
