@@ -108,23 +108,24 @@ def open_remote(uri: ConnectURI, readonly: bool, auth: object = None) -> RemoteC
 
         if wants_autostart(uri):  # the session daemon, started on demand as libvirt does
             ensure_daemon(path)
-        client = Client.connect_unix(path)
+        client = Client.connect_unix(path, background=False)
         where = path
     elif transport == "tcp":
         host, port = uri.effective_host, uri.effective_port
         assert host is not None and port is not None
-        client = Client.connect_tcp(host, port)
+        client = Client.connect_tcp(host, port, background=False)
         where = f"{host}:{port}"
     elif transport == "tls":  # x509 as libvirt's remote driver (pyvirt.rpc.tls)
         host, port = uri.effective_host, uri.effective_port
         assert host is not None and port is not None
-        client = Client.connect_tls(host, port, uri.params)
+        client = Client.connect_tls(host, port, uri.params, background=False)
         where = f"{host}:{port}"
     elif transport == "ssh":
         from pyvirt.rpc.ssh import ssh_command
 
         ssh = ssh_command(uri, readonly)
-        client = Client.connect_command(ssh.argv, env=ssh.env, peer=ssh.peer)
+        client = Client.connect_command(ssh.argv, env=ssh.env, peer=ssh.peer,
+                                        background=False)
         where = ssh.peer
     else:
         host = uri.effective_host or "HOST"
@@ -136,8 +137,10 @@ def open_remote(uri: ConnectURI, readonly: bool, auth: object = None) -> RemoteC
     try:
         from pyvirt.rpc.sasl import AuthOptions  # credentials: auth.conf, then openAuth's callback
 
+        # Calls run the client's loop in the caller's thread, as libvirt's client does without an
+        # event loop, until a callback or keepalive wants it listening (RemoteConnect._listen).
         client.open(uri.remote_name(), readonly=readonly,
-                    auth_options=AuthOptions.for_uri(uri, auth))
+                    auth_options=AuthOptions.for_uri(uri, auth), ask_keepalive=False)
     except BaseException:
         client.abort()
         raise
@@ -228,6 +231,7 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         # libvirt counts ssh as secure (priv->is_secure), not as encrypted
         self._secure_transport = uri.effective_transport in ("unix", "ssh", "tls")
         self._lock = threading.Lock()
+        self._listening = False
         self._lost: PyvirtError | None = None
         self._close_cb: tuple[Callable[..., object], object] | None = None
         self._close_fired = False
@@ -265,6 +269,17 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
             return client.call(proc, **fields)
         except ConnectionClosed as exc:
             raise self._lost_error(api, exc) from exc
+
+    def _listen(self, api: str) -> None:
+        """From now on something may arrive while the caller makes no call (events, the
+        connection's end): the client's loop gets a thread of its own, and the server is told we
+        answer its keepalive PINGs, as libvirt's client does with an event loop."""
+        client = self._rpc()
+        if self._listening:
+            return
+        self._listening = True
+        client.listen()
+        self._call("CONNECT_SUPPORTS_FEATURE", api, feature=Feature.PROGRAM_KEEPALIVE)
 
     def _lost_error(self, api: str, exc: PyvirtError) -> PyvirtError:
         cause = self._lost.message if self._lost is not None else _strip_proc(exc.message)
@@ -441,7 +456,7 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
 
     def registerCloseCallback(self, cb: Callable[..., object], opaque: object) -> int:  # noqa: N802
         """``cb(conn, reason, opaque)`` once when the connection drops (not on close())."""
-        self._rpc()
+        self._listen("virConnectRegisterCloseCallback")
         with self._lock:
             if self._close_cb is not None:
                 raise PyvirtError("Requested operation is not valid: A close callback is already "
@@ -574,6 +589,7 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
                          cb: Callable[..., object], opaque: object, **fields: Any) -> int:
         """Register ``cb`` with the server (``proc`` returns the server's callbackID); the
         caller's id is one of this connection's series."""
+        self._listen(api)
         with self._lock:
             self._registering += 1
         try:

@@ -131,17 +131,25 @@ def test_idle_kill_fires_eof_and_close_does_not_fire(own_daemon: Pyvirtd) -> Non
 
 
 def test_keepalive_both_ways(own_daemon: Pyvirtd) -> None:
-    """The daemon pings every second and drops a client after 2 unanswered: ours answers, so an
-    idle connection lives; our own pings (setKeepAlive) drop a server that stopped answering."""
+    """The daemon pings every second and drops a client after 2 unanswered. A connection that
+    listens (a close callback registered) told it we answer, and answers, so it lives while
+    idle; one that makes calls only never said so, is never pinged, and lives too (as libvirt's
+    client without an event loop). Our own pings (setKeepAlive) drop a server that stopped
+    answering."""
     from pyvirt.remote import RemoteConnect
 
     conn = open_connection(own_daemon.uri())
-    assert isinstance(conn, RemoteConnect)
+    quiet = open_connection(own_daemon.uri())
+    assert isinstance(conn, RemoteConnect) and isinstance(quiet, RemoteConnect)
+    fired: list[Any] = []
+    conn.registerCloseCallback(lambda c, reason, opaque: fired.append(reason), None)
     time.sleep(4.5)
     assert conn.getType() == "QEMU" and conn.getHostname()
     assert conn._rpc().rpc.pings_received >= 2
-    fired: list[Any] = []
-    conn.registerCloseCallback(lambda c, reason, opaque: fired.append(reason), None)
+    assert quiet.getType() == "QEMU" and quiet.getHostname()
+    assert quiet._rpc().rpc.pings_received == 0
+    quiet.close()
+    assert fired == []
     assert conn.setKeepAlive(1, 1) == 0
     os.kill(own_daemon.proc.pid, signal.SIGSTOP)
     _wait_for(fired, 1, timeout=10)
@@ -299,3 +307,61 @@ def test_unclosed_connection_at_exit_as_python_libvirt(own_daemon: Pyvirtd) -> N
         results[client] = (out.returncode, out.stdout, out.stderr)
     assert results["pyvirt"] == results["libvirt"] == (0, '["QEMU", true]\n', "")
     assert _established(port) == 0
+
+
+# ---- who runs the client's loop ---------------------------------------------------------------
+
+def test_calls_run_in_the_callers_thread_until_a_second_thread_calls(own_daemon: Pyvirtd) -> None:
+    """A connection without callbacks has no thread of its own: each call runs the loop in the
+    caller's thread. A second thread calling meanwhile moves the loop to a thread of its own,
+    the first call included, and both calls get their own replies."""
+    from pyvirt.remote import RemoteConnect
+
+    threads = threading.active_count()
+    conn = open_connection(own_daemon.uri())
+    assert isinstance(conn, RemoteConnect)
+    assert conn.getType() == "QEMU"
+    assert threading.active_count() == threads  # no loop thread, no callback thread
+    results: dict[str, Any] = {}
+
+    def call(name: str, method: Any) -> None:
+        try:
+            results[name] = method()
+        except BaseException as exc:  # noqa: B036 - handed to the test thread
+            results[name] = exc
+
+    os.kill(own_daemon.proc.pid, signal.SIGSTOP)  # the first call waits for its reply...
+    try:
+        first = threading.Thread(target=call, args=("hostname", conn.getHostname))
+        first.start()
+        time.sleep(0.3)
+        assert "hostname" not in results
+        # ... while a second thread calls: the loop goes to the background mid-call
+        second = threading.Thread(target=call, args=("domains", conn.numOfDomains))
+        second.start()
+        time.sleep(0.3)
+        assert results == {}
+    finally:
+        os.kill(own_daemon.proc.pid, signal.SIGCONT)
+    first.join(timeout=10)
+    second.join(timeout=10)
+    assert results == {"hostname": conn.getHostname(), "domains": 0}
+    assert threading.active_count() == threads + 1  # the loop's thread
+    assert conn.getLibVersion() > 0
+    conn.close()
+    assert threading.active_count() == threads
+
+
+def test_call_from_inside_a_running_event_loop(own_daemon: Pyvirtd) -> None:
+    """Blocking calls made from asyncio code (its loop running in this thread) cannot run the
+    client's loop here: they are handed to a thread of the client's own."""
+    import asyncio
+
+    conn = open_connection(own_daemon.uri())
+
+    async def inside() -> str:
+        return str(conn.getType())
+
+    assert asyncio.run(inside()) == "QEMU"
+    assert conn.getType() == "QEMU"
+    conn.close()

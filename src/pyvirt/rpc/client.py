@@ -7,8 +7,10 @@ arrive in any order. MESSAGE events go to the registered handlers, keepalive PIN
 with PONGs, and when the connection drops every pending call fails with a :class:`ConnectionClosed`
 and the close callbacks run once.
 
-:class:`Client` is the synchronous facade: it runs an event loop in a background thread so callers
-need none. Its callbacks run on that thread.
+:class:`Client` is the synchronous facade: callers need no event loop. By default one runs in a
+background thread, and callbacks run on it; a client connected with ``background=False`` has each
+call run the loop in the caller's thread until it gets a background thread of its own
+(:class:`_LoopThread`).
 
 Values are the records of :mod:`pyvirt.rpc.procedures`: ``client.call("CONNECT_GET_TYPE").type``.
 """
@@ -407,6 +409,11 @@ class RPCClient:
         except BaseException:
             self._pending.pop(serial, None)
             self._streams.pop(serial, None)
+            # the failure is raised here: the future (failed too, by _shutdown) is nobody's
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()
             raise
         return serial, future, st
 
@@ -449,8 +456,11 @@ class RPCClient:
 
     async def open(self, name: str | None = "", *, readonly: bool = False,
                    keepalive_interval: float | None = None, keepalive_count: int = 5,
-                   timeout: float | None = 60.0, auth_options: AuthOptions | None = None) -> None:
-        """AUTH_LIST, SUPPORTS_FEATURE(keepalive), CONNECT_OPEN -- as virsh does.
+                   timeout: float | None = 60.0, auth_options: AuthOptions | None = None,
+                   ask_keepalive: bool = True) -> None:
+        """AUTH_LIST, SUPPORTS_FEATURE(keepalive), CONNECT_OPEN -- as virsh does; without
+        ``ask_keepalive``, no SUPPORTS_FEATURE, as libvirt's client without an event loop: the
+        server then never pings us (nobody might be reading to answer).
 
         ``name`` is the URI the server opens (``""`` lets it choose, None sends NULL). With
         ``keepalive_interval``, we also ping the server when it has been quiet that long and drop
@@ -461,12 +471,12 @@ class RPCClient:
             from pyvirt.rpc.sasl import authenticate  # SASL (SCRAM), as libvirt's remote driver
 
             await authenticate(self, list(auth.types), auth_options, timeout=timeout)
-        keepalive = await self.call("CONNECT_SUPPORTS_FEATURE", feature=Feature.PROGRAM_KEEPALIVE,
-                                    timeout=timeout)
+        keepalive = ask_keepalive and (await self.call(
+            "CONNECT_SUPPORTS_FEATURE", feature=Feature.PROGRAM_KEEPALIVE, timeout=timeout)).supported
         await self.call("CONNECT_OPEN", name=name, flags=CONNECT_RO if readonly else 0,
                         timeout=timeout)
         self._opened = True
-        if keepalive.supported and keepalive_interval:
+        if keepalive and keepalive_interval:
             self._keepalive_task = asyncio.create_task(
                 self._keepalive(keepalive_interval, keepalive_count))
 
@@ -724,46 +734,132 @@ def _why(exc: BaseException) -> str:
 # ---- the synchronous facade ----
 
 class _LoopThread:
-    """An event loop running in a daemon thread, owned by one :class:`Client`. The thread closes
-    the loop when it stops."""
+    """The event loop of one :class:`Client`, and who runs it.
 
-    def __init__(self) -> None:
+    In the background (the default), a daemon thread runs it all along: what arrives while the
+    caller does nothing (events, the server's PINGs, the connection's end) is handled at once,
+    and each call is handed to that thread. Otherwise each synchronous call runs the loop itself,
+    in the caller's thread, until its reply is in, as libvirt's client does without an event
+    loop: no thread, and no hand-over to one and back per call. :meth:`background` switches for
+    good: when something must be listened for while idle (callbacks, keepalive), or a second
+    thread calls while one is running the loop (that one lets go of it mid-call).
+    """
+
+    def __init__(self, *, background: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
         #: Set once the loop is told to stop: nothing more may be run on it.
         self.stopping = False
-        self._thread = threading.Thread(target=self._main, name="pyvirt-rpc-loop", daemon=True)
-        self._thread.start()
+        #: Held by whoever runs the loop: a caller, or the background thread for good.
+        self._driver = threading.Lock()
+        self._start = threading.Lock()
+        self._thread: threading.Thread | None = None
+        #: The caller running the loop for its call, if one is.
+        self._caller: threading.Thread | None = None
+        if background:
+            self.background()
 
     def _main(self) -> None:
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.close()
+        with self._driver:
+            try:
+                self.loop.run_forever()
+            finally:
+                self.loop.close()
+
+    def background(self) -> None:
+        """From now on the loop runs in a thread of its own."""
+        with self._start:
+            if self._thread is not None or self.stopping:
+                return
+            self._thread = threading.Thread(target=self._main, name="pyvirt-rpc-loop",
+                                            daemon=True)
+            self._thread.start()
+        with contextlib.suppress(RuntimeError):  # (closed meanwhile)
+            self.loop.call_soon_threadsafe(self._let_go)
+
+    def _let_go(self) -> None:
+        if threading.current_thread() is not self._thread:
+            self.loop.stop()  # a caller was running the loop: it hands its call over
+
+    def _can_drive(self) -> bool:
+        """Whether this thread may run the loop now (taking it); release ``_driver`` after."""
+        if self._thread is not None or asyncio._get_running_loop() is not None:
+            return False
+        if not self._driver.acquire(blocking=False):
+            return False
+        if self._thread is not None:
+            self._driver.release()
+            return False
+        return True
+
+    def _in_loop(self) -> bool:
+        """Whether this thread is the one running the loop (a callback of this client's)."""
+        return threading.current_thread() in (self._thread, self._caller)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
+        if self._in_loop():
             coro.close()
             raise RuntimeError("a synchronous pyvirt RPC call from one of its own callbacks "
                                "would deadlock; use the RPCClient from the callback instead")
         if self.stopping:
             coro.close()
             raise ConnectionClosed("client socket is closed", code=codes.VIR_ERR_INTERNAL_ERROR)
+        if self._can_drive():
+            try:
+                self._caller = threading.current_thread()
+                task = self.loop.create_task(coro)
+                try:
+                    return self.loop.run_until_complete(task)
+                except RuntimeError:
+                    if task.done() or self._thread is None:
+                        raise
+                # Another thread needs the loop in the background: the call finishes there.
+                handed = threading.Event()
+                task.add_done_callback(lambda _task: handed.set())
+            finally:
+                self._caller = None
+                self._driver.release()
+            handed.wait()
+            return task.result()
+        self.background()
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
+        """Stop and close the loop (a coroutine left on it is dropped)."""
         self.stopping = True
+        with self._start:
+            thread = self._thread
+        if thread is None:
+            if self._in_loop():
+                return  # (from a callback: the loop is closed when collected)
+            with self._driver:
+                if not self.loop.is_closed():
+                    self.loop.close()
+            return
         if self.loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        if threading.current_thread() is not thread:
+            thread.join()
 
     def finish_soon(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro``, then stop, without waiting for either (from any thread)."""
+        """Run ``coro``, then stop: here and now if the loop is not in the background (nor this
+        thread in a loop of its own), else on the background thread without waiting for it."""
         if self.stopping:
             coro.close()
             return
+        if self._can_drive():
+            try:
+                self.stopping = True
+                self._caller = threading.current_thread()
+                with contextlib.suppress(Exception):
+                    self.loop.run_until_complete(coro)
+                self.loop.close()
+            finally:
+                self._caller = None
+                self._driver.release()
+            return
+        self.background()
         self.stopping = True
 
         async def then_stop() -> None:
@@ -797,6 +893,8 @@ class SyncStream:
     def set_on_ready(self, callback: Callable[[], None] | None) -> None:
         """``callback`` runs on the client's loop thread whenever something arrives: it must not
         call back into this stream (wake another thread instead)."""
+        if callback is not None:
+            self._loop.background()
         self._stream.on_ready = callback
 
     def send(self, data: bytes) -> None:
@@ -831,8 +929,11 @@ class Client:
         _OPEN.add(self)
 
     @classmethod
-    def _connect(cls, factory: Callable[[], Coroutine[Any, Any, RPCClient]]) -> Client:
-        loop = _LoopThread()
+    def _connect(cls, factory: Callable[[], Coroutine[Any, Any, RPCClient]], *,
+                 background: bool = True) -> Client:
+        """``background``: see :class:`_LoopThread`; without it, call :meth:`listen` before
+        relying on anything arriving while no call is made."""
+        loop = _LoopThread(background=background)
         try:
             return cls(loop.run(factory()), loop)
         except BaseException:
@@ -840,27 +941,31 @@ class Client:
             raise
 
     @classmethod
-    def connect_unix(cls, path: str, **kwargs: Any) -> Client:
-        return cls._connect(lambda: RPCClient.connect_unix(path, **kwargs))
+    def connect_unix(cls, path: str, *, background: bool = True, **kwargs: Any) -> Client:
+        return cls._connect(lambda: RPCClient.connect_unix(path, **kwargs), background=background)
 
     @classmethod
-    def connect_tcp(cls, host: str, port: int, **kwargs: Any) -> Client:
-        return cls._connect(lambda: RPCClient.connect_tcp(host, port, **kwargs))
+    def connect_tcp(cls, host: str, port: int, *, background: bool = True,
+                    **kwargs: Any) -> Client:
+        return cls._connect(lambda: RPCClient.connect_tcp(host, port, **kwargs),
+                            background=background)
 
     @classmethod
-    def connect_tls(cls, host: str, port: int, params: Mapping[str, str], **kwargs: Any) -> Client:
+    def connect_tls(cls, host: str, port: int, params: Mapping[str, str], *,
+                    background: bool = True, **kwargs: Any) -> Client:
         """TLS as libvirt's remote driver sets it up for a URI's ``pkipath``, ``no_verify`` and
         ``no_sanity`` parameters (pyvirt.rpc.tls.client_setup)."""
         from pyvirt.rpc.tls import client_setup
 
         context, verify = client_setup(params)
         return cls._connect(lambda: RPCClient.connect_tls(host, port, context, verify=verify,
-                                                          **kwargs))
+                                                          **kwargs), background=background)
 
     @classmethod
     def connect_command(cls, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                        peer: str, **kwargs: Any) -> Client:
-        return cls._connect(lambda: RPCClient.connect_command(argv, env=env, peer=peer, **kwargs))
+                        peer: str, background: bool = True, **kwargs: Any) -> Client:
+        return cls._connect(lambda: RPCClient.connect_command(argv, env=env, peer=peer, **kwargs),
+                            background=background)
 
     @classmethod
     def open_uri(cls, uri: str, *, readonly: bool = False, **kwargs: Any) -> Client:
@@ -922,7 +1027,14 @@ class Client:
             return self.rpc.add_event_handler(handler, proc)
         return self._loop.run(add())
 
+    def listen(self) -> None:
+        """Have the loop run in the background from now on (:class:`_LoopThread`)."""
+        self._loop.background()
+
     def set_keepalive(self, interval: float | None, count: int = 5) -> None:
+        if interval:
+            self.listen()
+
         async def run() -> None:
             self.rpc.set_keepalive(interval, count)
         self._loop.run(run())
