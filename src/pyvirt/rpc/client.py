@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyvirt import _errcodes as codes
@@ -780,16 +780,22 @@ class _LoopThread:
         if threading.current_thread() is not self._thread:
             self.loop.stop()  # a caller was running the loop: it hands its call over
 
-    def _can_drive(self) -> bool:
-        """Whether this thread may run the loop now (taking it); release ``_driver`` after."""
-        if self._thread is not None or asyncio._get_running_loop() is not None:
-            return False
-        if not self._driver.acquire(blocking=False):
-            return False
-        if self._thread is not None:
+    @contextlib.contextmanager
+    def _driving(self) -> Iterator[bool]:
+        """Whether this thread may run the loop now; if so, it holds the loop until the end."""
+        if self._thread is not None or asyncio._get_running_loop() is not None or \
+                not self._driver.acquire(blocking=False):
+            yield False
+            return
+        try:
+            if self._thread is not None:  # went to the background meanwhile
+                yield False
+                return
+            self._caller = threading.current_thread()
+            yield True
+        finally:
+            self._caller = None
             self._driver.release()
-            return False
-        return True
 
     def _in_loop(self) -> bool:
         """Whether this thread is the one running the loop (a callback of this client's)."""
@@ -803,9 +809,8 @@ class _LoopThread:
         if self.stopping:
             coro.close()
             raise ConnectionClosed("client socket is closed", code=codes.VIR_ERR_INTERNAL_ERROR)
-        if self._can_drive():
-            try:
-                self._caller = threading.current_thread()
+        with self._driving() as driving:
+            if driving:
                 task = self.loop.create_task(coro)
                 try:
                     return self.loop.run_until_complete(task)
@@ -815,9 +820,7 @@ class _LoopThread:
                 # Another thread needs the loop in the background: the call finishes there.
                 handed = threading.Event()
                 task.add_done_callback(lambda _task: handed.set())
-            finally:
-                self._caller = None
-                self._driver.release()
+        if driving:
             handed.wait()
             return task.result()
         self.background()
@@ -842,23 +845,29 @@ class _LoopThread:
         if threading.current_thread() is not thread:
             thread.join()
 
+    def finish(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro``, then stop; nothing if stopping already."""
+        if self.stopping:
+            coro.close()
+            return
+        try:
+            self.run(coro)
+        finally:
+            self.stop()
+
     def finish_soon(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro``, then stop: here and now if the loop is not in the background (nor this
         thread in a loop of its own), else on the background thread without waiting for it."""
         if self.stopping:
             coro.close()
             return
-        if self._can_drive():
-            try:
+        with self._driving() as driving:
+            if driving:
                 self.stopping = True
-                self._caller = threading.current_thread()
                 with contextlib.suppress(Exception):
                     self.loop.run_until_complete(coro)
                 self.loop.close()
-            finally:
-                self._caller = None
-                self._driver.release()
-            return
+                return
         self.background()
         self.stopping = True
 
@@ -1047,18 +1056,10 @@ class Client:
 
     def close(self, timeout: float | None = 10.0) -> None:
         """CONNECT_CLOSE if open, close the socket, stop the loop thread. Idempotent."""
-        if not self._loop.stopping:
-            try:
-                self._loop.run(self.rpc.close(timeout))
-            finally:
-                self._loop.stop()
+        self._loop.finish(self.rpc.close(timeout))
 
     def abort(self) -> None:
-        if not self._loop.stopping:
-            try:
-                self._loop.run(self.rpc.abort())
-            finally:
-                self._loop.stop()
+        self._loop.finish(self.rpc.abort())
 
     def close_soon(self) -> None:
         """close() without waiting for it, from any thread (a callback of this client's too)."""
