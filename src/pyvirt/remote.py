@@ -364,12 +364,12 @@ class RemoteConnect(RemoteSecretMethods, RemoteNetworkMethods, RemoteStorageMeth
         return 0
 
     def __del__(self) -> None:
-        """Dropped without close(): hang up, as libvirt-python's virConnect does, without waiting
-        (this may run on any thread, the client's own included)."""
-        client, self._client = getattr(self, "_client", None), None
-        if client is not None:
-            client.close_soon()
-            self._dispatcher.stop(wait=False)
+        """Dropped without close(): its client goes with it and hangs up (``Client.__del__``), as
+        libvirt-python's virConnect does; the callback thread ends without being waited for (this
+        may run on any thread)."""
+        dispatcher = getattr(self, "_dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.stop(wait=False)
 
     def isAlive(self) -> int:  # noqa: N802
         client = self._client
