@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from pyvirt._constants import (
 from pyvirt.connection import open as open_connection
 from pyvirt.errors import PyvirtError
 
-from .scriptlib import run_script
+from .scriptlib import SYSTEM_PYTHON, run_script
 
 
 @pytest.fixture
@@ -294,11 +296,6 @@ print(json.dumps([conn.getType(), bool(conn.getHostname())]))
 def test_unclosed_connection_at_exit_as_python_libvirt(own_daemon: Pyvirtd) -> None:
     """A script that never closes its connection exits cleanly, with nothing on stderr, as with
     Debian's python3-libvirt; the server sees the client go."""
-    import subprocess
-    import sys
-
-    from .scriptlib import SYSTEM_PYTHON
-
     port = own_daemon.tcp_port
     results = {}
     for client, python in (("libvirt", SYSTEM_PYTHON), ("pyvirt", sys.executable)):
