@@ -362,3 +362,50 @@ def test_call_from_inside_a_running_event_loop(own_daemon: Pyvirtd) -> None:
     assert asyncio.run(inside()) == "QEMU"
     assert conn.getType() == "QEMU"
     conn.close()
+
+
+def test_call_timeout_and_big_call_in_the_callers_thread(own_daemon: Pyvirtd) -> None:
+    """A call made in the caller's thread (no loop thread) sends its frame, then runs the loop
+    only until its reply: a timeout still ends it with VIR_ERR_OPERATION_TIMEOUT and leaves the
+    connection usable (the late reply is dropped), and a frame far larger than the socket takes
+    at once goes out while the caller waits, however long the server stays stopped."""
+    from pyvirt.rpc.client import Client
+
+    threads = threading.active_count()
+    client = Client.connect_unix(own_daemon.socket, background=False)
+    try:
+        client.open("")
+        assert threading.active_count() == threads
+        os.kill(own_daemon.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(PyvirtError, match="CONNECT_GET_HOSTNAME got no reply") as info:
+                client.call("CONNECT_GET_HOSTNAME", timeout=0.3)
+            assert info.value.code == codes.VIR_ERR_OPERATION_TIMEOUT
+            # 3 MiB of XML: the stopped server reads none of it, the socket holds a fraction
+            text = "0123456789abcdef" * (3 << 16)
+            xml = (f"<domain type='qemu'><name>big</name><description>{text}</description>"
+                   "<memory>65536</memory><os><type arch='x86_64'>hvm</type></os></domain>")
+            result: dict[str, Any] = {}
+
+            def define() -> None:
+                try:
+                    result["dom"] = client.call("DOMAIN_DEFINE_XML", xml=xml).dom
+                except BaseException as exc:  # noqa: B036 - handed to the test thread
+                    result["error"] = exc
+            caller = threading.Thread(target=define)
+            caller.start()
+            time.sleep(0.5)
+            assert caller.is_alive(), result  # waiting: for the socket, then the reply
+        finally:
+            os.kill(own_daemon.proc.pid, signal.SIGCONT)
+        caller.join(timeout=30)
+        assert not caller.is_alive()
+        dom = result["dom"]
+        # the whole frame arrived, and as much comes back
+        back = client.call("DOMAIN_GET_XML_DESC", dom=dom, flags=0).xml
+        assert f"<description>{text}</description>" in back
+        client.call("DOMAIN_UNDEFINE", dom=dom)
+        assert client.call("CONNECT_GET_HOSTNAME").hostname == os.uname().nodename
+        assert threading.active_count() == threads  # (the other thread ran the loop itself)
+    finally:
+        client.close()

@@ -2,10 +2,11 @@
 """A client of libvirt's RPC protocol: talks to a real libvirtd, or to pyvirtd.
 
 :class:`RPCClient` is the asyncio core. It owns one connection with an explicit state
-(idle -> running -> closing -> closed), one reader task, and one future per serial, so replies may
-arrive in any order. MESSAGE events go to the registered handlers, keepalive PINGs are answered
-with PONGs, and when the connection drops every pending call fails with a :class:`ConnectionClosed`
-and the close callbacks run once.
+(idle -> running -> closing -> closed) and one future per serial, so replies may arrive in any
+order. What arrives is decoded and dispatched in the loop's read callback (:class:`_Wire`), with no
+reader task: a reply completes its call in the turn of the loop that read it. MESSAGE events go to
+the registered handlers, keepalive PINGs are answered with PONGs, and when the connection drops
+every pending call fails with a :class:`ConnectionClosed` and the close callbacks run once.
 
 :class:`Client` is the synchronous facade: callers need no event loop. By default one runs in a
 background thread, and callbacks run on it; a client connected with ``background=False`` has each
@@ -207,11 +208,96 @@ class Stream:
             self._client._streams.pop(self.serial, None)
 
 
-async def _open_tcp(host: str, port: int,
-                    timeout: float | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+class _Wire(asyncio.Protocol):
+    """The connection's socket as asyncio sees it. What arrives is decoded and dispatched by the
+    loop's own read callback: no reader task and no stream buffer in between, so a reply
+    completes its call in the turn of the loop that read it. Writes go straight to the
+    transport; :meth:`drain` waits only while asyncio's flow control has paused us."""
+
+    def __init__(self, client: RPCClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        #: The first byte that arrives, when asked for (:meth:`expect_first_byte`).
+        self._first: asyncio.Future[bytes] | None = None
+        self._want_first = False
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._want_first:
+            self._want_first = False
+            assert self._first is not None
+            self._first.set_result(data[:1])
+            data = data[1:]
+            if not data:
+                return
+        self.client._received(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too: the connection is over
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._want_first:
+            self._want_first = False
+            assert self._first is not None
+            if exc is None:
+                self._first.set_result(b"")
+            else:  # (for first_byte(), if it is still asked: a failed handshake is not)
+                self._first.set_exception(exc)
+                self._first.exception()
+        self._wake(exc or ConnectionResetError("Connection lost"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.client._lost(exc)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake(None)
+
+    def _wake(self, exc: BaseException | None) -> None:
+        waiter, self._drained = self._drained, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    async def drain(self) -> None:
+        """Wait while the transport holds more than its high-water mark; OSError if the
+        connection is lost meanwhile."""
+        if not self._paused:
+            return
+        if self.lost.done():
+            raise ConnectionResetError("Connection lost")
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._drained)
+
+    def expect_first_byte(self) -> None:
+        """Keep the next byte to arrive for :meth:`first_byte` (libvirt's TLS confirmation)."""
+        self._first = asyncio.get_running_loop().create_future()
+        self._want_first = not self.lost.done()
+        if not self._want_first:
+            self._first.set_result(b"")
+
+    async def first_byte(self, timeout: float | None) -> bytes:
+        """That byte; b"" if the peer closed the connection first."""
+        assert self._first is not None, "expect_first_byte() first"
+        return await asyncio.wait_for(asyncio.shield(self._first), timeout)
+
+
+async def _open_tcp(wire: _Wire, host: str, port: int, timeout: float | None) -> None:
     """The TCP connection of the tcp and tls transports; failures worded as libvirt's client."""
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.wait_for(asyncio.open_connection(host, port, limit=_READ_CHUNK), timeout)
+        await asyncio.wait_for(loop.create_connection(lambda: wire, host, port), timeout)
     except (TimeoutError, OSError) as exc:
         raise ConnectionClosed(f"unable to connect to server at '{host}:{port}': "
                                f"{_why(exc)}") from exc
@@ -221,14 +307,16 @@ class RPCClient:
     """One connection to a libvirt RPC server. Create it with :meth:`connect_unix` or
     :meth:`connect_tcp`, then :meth:`open` a hypervisor connection and :meth:`call`."""
 
+    _loop: asyncio.AbstractEventLoop  # the loop it was connected on
+
     def __init__(self, *, table: ProcedureTable = PROCEDURES, answer_pings: bool = True) -> None:
         self._table = table
         self._answer_pings = answer_pings
         self._state = ClientState.IDLE
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._wire: _Wire | None = None
         self._child: _Child | None = None  # the ssh (or other) process of a command transport
-        self._reader_task: asyncio.Task[None] | None = None
+        #: Once the connection is lost: what finds out why (the ssh process's last words).
+        self._ending: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._decoder = FrameDecoder()
         self._pending: dict[int, tuple[Procedure, asyncio.Future[Any]]] = {}
@@ -253,20 +341,22 @@ class RPCClient:
     async def connect_unix(cls, path: str, *, timeout: float | None = 30.0,
                            **kwargs: Any) -> RPCClient:
         self = cls(**kwargs)
+        wire = _Wire(self)
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(path, limit=_READ_CHUNK), timeout)
+            await asyncio.wait_for(loop.create_unix_connection(lambda: wire, path), timeout)
         except (TimeoutError, OSError) as exc:
             raise ConnectionClosed(f"Failed to connect socket to '{path}': {_why(exc)}") from exc
-        self._attach(reader, writer, path)
+        self._attach(wire, path)
         return self
 
     @classmethod
     async def connect_tcp(cls, host: str, port: int, *, timeout: float | None = 30.0,
                           **kwargs: Any) -> RPCClient:
         self = cls(**kwargs)
-        reader, writer = await _open_tcp(host, port, timeout)
-        self._attach(reader, writer, f"{host}:{port}")
+        wire = _Wire(self)
+        await _open_tcp(wire, host, port, timeout)
+        self._attach(wire, f"{host}:{port}")
         return self
 
     @classmethod
@@ -279,9 +369,10 @@ class RPCClient:
         from pyvirt.rpc.tls import tls_handshake
 
         self = cls(**kwargs)
-        reader, writer = await _open_tcp(host, port, timeout)
-        await tls_handshake(reader, writer, context, host, port, verify=verify, timeout=timeout)
-        self._attach(reader, writer, f"{host}:{port}")
+        wire = _Wire(self)
+        await _open_tcp(wire, host, port, timeout)
+        await tls_handshake(wire, context, host, port, verify=verify, timeout=timeout)
+        self._attach(wire, f"{host}:{port}")
         self.encrypted = True
         return self
 
@@ -304,24 +395,26 @@ class RPCClient:
             finally:
                 theirs.close()
             self._child = _Child(proc, peer)
-            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=_READ_CHUNK)
+            wire = _Wire(self)
+            await asyncio.get_running_loop().create_unix_connection(lambda: wire, sock=ours)
         except BaseException:
             ours.close()
             if self._child is not None:
                 await self._child.reap()
             raise
-        self._attach(reader, writer, peer)
+        self._attach(wire, peer)
         return self
 
-    def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                peer: str) -> None:
+    def _attach(self, wire: _Wire, peer: str) -> None:
         if self._state != ClientState.IDLE:
             raise PyvirtError(f"RPC client is {self._state.value}, cannot attach a transport",
                               code=codes.VIR_ERR_INTERNAL_ERROR, domain=codes.VIR_FROM_RPC)
-        self._reader, self._writer, self.peer = reader, writer, peer
+        self._wire, self.peer = wire, peer
+        self._loop = asyncio.get_running_loop()
         self._state = ClientState.RUNNING
-        self.last_received = asyncio.get_running_loop().time()
-        self._reader_task = asyncio.create_task(self._read_loop(), name=f"pyvirt-rpc {peer}")
+        self.last_received = self._loop.time()
+        if wire.lost.done():  # lost before we took it over
+            self._lost(None)
 
     @property
     def state(self) -> ClientState:
@@ -376,19 +469,19 @@ class RPCClient:
             if serial not in self._pending and serial not in self._streams:
                 return serial
 
-    async def _send(self, frame: bytes) -> None:
+    def _write(self, frame: bytes) -> None:
         self._check_running()
-        assert self._writer is not None
-        try:
-            self._writer.write(frame)
-            await self._writer.drain()
-        except (OSError, RuntimeError) as exc:
-            err = ConnectionClosed(f"Cannot write data to {self.peer}: {_why(exc)}")
-            self._shutdown(err)
-            raise err from exc
+        assert self._wire is not None and self._wire.transport is not None
+        self._wire.transport.write(frame)
 
-    async def _start_call(self, proc: Procedure, args: Any, fields: dict[str, Any],
-                          stream: bool) -> tuple[int, asyncio.Future[Any], Stream | None]:
+    async def _send(self, frame: bytes) -> None:
+        self._write(frame)
+        await self._sent()
+
+    def _start(self, proc: Procedure, args: Any, fields: dict[str, Any] | None,
+               timeout: float | None, stream: bool = False) -> tuple[asyncio.Future[Any], int]:
+        """Send a call; the future of its reply and its serial. Synchronous: the frame is
+        handed to the transport, whose flow control the caller may then wait for."""
         if fields:
             if args is not None:
                 raise TypeError("pass the arguments either as a record or as keywords, not both")
@@ -397,57 +490,68 @@ class RPCClient:
         self._check_running()
         serial = self._allocate_serial()
         header = Header(proc.program, PROTOCOL_VERSION, proc.number, MessageType.CALL, serial)
-        frame = encode_message(header, payload)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[serial] = (proc, future)
-        st = None
         if stream:
             # Registered before sending: stream data may follow the reply immediately.
-            st = self._streams[serial] = Stream(self, proc, serial)
-        try:
-            await self._send(frame)
-        except BaseException:
-            self._pending.pop(serial, None)
-            self._streams.pop(serial, None)
-            # the failure is raised here: the future (failed too, by _shutdown) is nobody's
-            if not future.done():
-                future.cancel()
-            elif not future.cancelled():
-                future.exception()
-            raise
-        return serial, future, st
+            self._streams[serial] = Stream(self, proc, serial)
+        self._write(encode_message(header, payload))
+        if timeout is not None:
+            timer = self._loop.call_later(timeout, self._time_out, serial, proc, timeout)
+            future.add_done_callback(lambda _: timer.cancel())
+        return future, serial
 
-    async def _wait(self, serial: int, future: asyncio.Future[Any], proc: Procedure,
-                    timeout: float | None) -> Any:
+    def _time_out(self, serial: int, proc: Procedure, timeout: float) -> None:
+        entry = self._pending.pop(serial, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_exception(PyvirtError(
+                f"{proc.full_name} got no reply from {self.peer} within {timeout} s",
+                code=codes.VIR_ERR_OPERATION_TIMEOUT, domain=codes.VIR_FROM_RPC))
+
+    async def _sent(self, future: asyncio.Future[Any] | None = None) -> None:
+        """Wait for the transport to take what it was given, when it holds too much. If the
+        connection fails meanwhile, that is raised (and ``future``'s failure is nobody's)."""
+        assert self._wire is not None
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            self._pending.pop(serial, None)
-            raise PyvirtError(f"{proc.full_name} got no reply from {self.peer} within {timeout} s",
-                              code=codes.VIR_ERR_OPERATION_TIMEOUT,
-                              domain=codes.VIR_FROM_RPC) from None
+            await self._wire.drain()
+        except OSError as exc:
+            err = ConnectionClosed(f"Cannot write data to {self.peer}: {_why(exc)}")
+            self._shutdown(err)
+            if future is not None and future.done() and not future.cancelled():
+                future.exception()
+            raise err from exc
+
+    def start_call(self, proc: str | Procedure, args: Any = None,
+                   fields: dict[str, Any] | None = None, *,
+                   timeout: float | None = None) -> asyncio.Future[Any]:
+        """Send a call now, without waiting: the future of its decoded reply (see :meth:`call`).
+        Run on the client's loop, or by the thread that runs that loop for the call."""
+        p = self._resolve(proc)
+        if p.stream:
+            raise ValueError(f"{p.full_name} opens a stream: use call_stream()")
+        return self._start(p, args, fields, timeout)[0]
 
     async def call(self, proc: str | Procedure, args: Any = None, /, *,
                    timeout: float | None = None, **fields: Any) -> Any:
         """Call ``proc`` and return its decoded reply (None for void).
 
         Arguments are a record, a mapping, or keywords. A remote error is raised as
-        :class:`~pyvirt.rpc.protocol.RemoteError` with the server's code, domain and message.
+        :class:`~pyvirt.rpc.protocol.RemoteError` with the server's code, domain and message;
+        no reply within ``timeout`` seconds as VIR_ERR_OPERATION_TIMEOUT.
         """
-        p = self._resolve(proc)
-        if p.stream:
-            raise ValueError(f"{p.full_name} opens a stream: use call_stream()")
-        serial, future, _ = await self._start_call(p, args, fields, stream=False)
-        return await self._wait(serial, future, p, timeout)
+        future = self.start_call(proc, args, fields, timeout=timeout)
+        await self._sent(future)
+        return await future
 
     async def call_stream(self, proc: str | Procedure, args: Any = None, /, *,
                           timeout: float | None = None, **fields: Any) -> tuple[Any, Stream]:
         """Call a procedure that opens a stream: its reply and the :class:`Stream`."""
         p = self._resolve(proc)
-        serial, future, stream = await self._start_call(p, args, fields, stream=True)
-        assert stream is not None
+        future, serial = self._start(p, args, fields, timeout, stream=True)
+        stream = self._streams[serial]
         try:
-            return await self._wait(serial, future, p, timeout), stream
+            await self._sent(future)
+            return await future, stream
         except BaseException:
             self._streams.pop(serial, None)
             raise
@@ -503,49 +607,51 @@ class RPCClient:
     async def abort(self) -> None:
         """Close the socket without a goodbye; pending calls fail. Idempotent."""
         self._shutdown(None)
-        tasks = [t for t in (self._reader_task, self._keepalive_task)
+        tasks = [t for t in (self._ending, self._keepalive_task)
                  if t is not None and t is not asyncio.current_task()]
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._writer is not None:
-            try:
-                await self._writer.wait_closed()
-            except OSError:
-                pass  # the peer may have reset the connection first: it is closed either way
+        if self._wire is not None:
+            await self._wire.lost
         if self._child is not None:
             await self._child.reap()
 
     # ---- receiving ----
 
-    async def _read_loop(self) -> None:
-        assert self._reader is not None
-        error: PyvirtError | None = None
+    def _received(self, data: bytes) -> None:
+        """What the socket delivered: each whole message is dispatched at once."""
+        if self._state != ClientState.RUNNING:
+            return
+        self.last_received = self._loop.time()
         try:
-            while True:
-                data = await self._reader.read(_READ_CHUNK)
-                if not data:
-                    if self._state == ClientState.RUNNING and not self._goodbye:
-                        trunc = (f", {self._decoder.buffered} bytes of an incomplete message lost"
-                                 if self._decoder.buffered else "")
-                        error = ConnectionClosed("End of file while reading data: Input/output "
-                                                 f"error (from {self.peer}{trunc})")
-                        if self._child is not None:
-                            error = await self._child.failure("End of file while reading data",
-                                                              "Input/output error")
-                    break
-                self.last_received = asyncio.get_running_loop().time()
-                for msg in self._decoder.feed(data):
-                    self._dispatch(msg)
+            for msg in self._decoder.feed(data):
+                self._dispatch(msg)
         except ProtocolError as exc:
-            error = ProtocolError(f"protocol error from {self.peer}: {exc.message}")
-        except OSError as exc:
-            if self._state == ClientState.RUNNING:
-                error = ConnectionClosed(f"Cannot recv data from {self.peer}: {_why(exc)}")
-                if self._child is not None:
-                    error = await self._child.failure("Cannot recv data", _why(exc))
-        except asyncio.CancelledError:
-            pass
-        finally:
+            self._shutdown(ProtocolError(f"protocol error from {self.peer}: {exc.message}"))
+
+    def _lost(self, exc: Exception | None) -> None:
+        """The socket is closed: by us (a goodbye, a shutdown), by the peer, or by an error."""
+        if self._state != ClientState.RUNNING or self._goodbye:
+            self._shutdown(None)
+            return
+        if exc is None:
+            trunc = (f", {self._decoder.buffered} bytes of an incomplete message lost"
+                     if self._decoder.buffered else "")
+            what, why = "End of file while reading data", "Input/output error"
+            error = ConnectionClosed(f"{what}: {why} (from {self.peer}{trunc})")
+        else:
+            what, why = "Cannot recv data", _why(exc)
+            error = ConnectionClosed(f"{what} from {self.peer}: {why}")
+        child = self._child
+        if child is None:
             self._shutdown(error)
+            return
+
+        async def explain() -> None:  # the ssh process usually says why it ended
+            try:
+                self._shutdown(await child.failure(what, why))
+            finally:
+                self._shutdown(error)
+        self._ending = self._loop.create_task(explain(), name=f"pyvirt-rpc end {self.peer}")
 
     def _dispatch(self, msg: Message) -> None:
         h = msg.header
@@ -567,10 +673,10 @@ class RPCClient:
     def _on_keepalive(self, h: Header) -> None:
         if h.proc == KeepaliveProc.PING:
             self.pings_received += 1
-            if self._answer_pings and self._writer is not None:
+            if self._answer_pings and self._state == ClientState.RUNNING:
                 pong = Header(Program.KEEPALIVE, PROTOCOL_VERSION, KeepaliveProc.PONG,
                               MessageType.MESSAGE, 0)
-                self._writer.write(encode_message(pong))
+                self._write(encode_message(pong))
         elif h.proc == KeepaliveProc.PONG:
             self.pongs_received += 1
 
@@ -639,8 +745,8 @@ class RPCClient:
                     f"connection to {self.peer} closed due to keepalive timeout: no data for "
                     f"{quiet:.1f} s", code=codes.VIR_ERR_INTERNAL_ERROR))
                 return
-            if quiet >= interval and self._writer is not None:
-                self._writer.write(ping)
+            if quiet >= interval and self._state == ClientState.RUNNING:
+                self._write(ping)
 
     # ---- shutting down ----
 
@@ -663,10 +769,8 @@ class RPCClient:
         self._streams.clear()
         if self._keepalive_task is not None and self._keepalive_task is not asyncio.current_task():
             self._keepalive_task.cancel()
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None and self._reader_task is not asyncio.current_task():
-            self._reader_task.cancel()
+        if self._wire is not None and self._wire.transport is not None:
+            self._wire.transport.close()
         self._state = ClientState.CLOSED
         self._closed.set()
         callbacks, self._close_callbacks = self._close_callbacks, []
@@ -802,29 +906,51 @@ class _LoopThread:
         return threading.current_thread() in (self._thread, self._caller)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._in_loop():
+        """Run ``coro`` on the loop and return its result, from any thread but the loop's."""
+        try:
+            self._check_caller()
+        except BaseException:
             coro.close()
+            raise
+        return self._complete(lambda: self.loop.create_task(coro), lambda: coro)
+
+    def run_started(self, start: Callable[[], asyncio.Future[T]]) -> T:
+        """What :meth:`run` does for work that ``start`` begins synchronously on the loop (an
+        RPC sent) and that completes the future it returns (its reply). The caller's thread
+        then runs the loop only until that future is done: no task, no extra turns."""
+        self._check_caller()
+
+        async def started() -> T:
+            return await start()
+        return self._complete(start, started)
+
+    def _check_caller(self) -> None:
+        if self._in_loop():
             raise RuntimeError("a synchronous pyvirt RPC call from one of its own callbacks "
                                "would deadlock; use the RPCClient from the callback instead")
         if self.stopping:
-            coro.close()
             raise ConnectionClosed("client socket is closed", code=codes.VIR_ERR_INTERNAL_ERROR)
+
+    def _complete(self, start: Callable[[], asyncio.Future[T]],
+                  coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The result of ``start()``'s future, the loop run by this thread if it may drive it,
+        else that of ``coro()`` run on the background thread."""
         with self._driving() as driving:
             if driving:
-                task = self.loop.create_task(coro)
+                future = start()
                 try:
-                    return self.loop.run_until_complete(task)
+                    return self.loop.run_until_complete(future)
                 except RuntimeError:
-                    if task.done() or self._thread is None:
+                    if future.done() or self._thread is None:
                         raise
                 # Another thread needs the loop in the background: the call finishes there.
                 handed = threading.Event()
-                task.add_done_callback(lambda _task: handed.set())
+                future.add_done_callback(lambda _future: handed.set())
         if driving:
             handed.wait()
-            return task.result()
+            return future.result()
         self.background()
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(coro(), self.loop).result()
 
     def stop(self) -> None:
         """Stop and close the loop (a coroutine left on it is dropped)."""
@@ -1022,7 +1148,8 @@ class Client:
 
     def call(self, proc: str | Procedure, args: Any = None, /, *, timeout: float | None = None,
              **fields: Any) -> Any:
-        return self._loop.run(self.rpc.call(proc, args, timeout=timeout, **fields))
+        return self._loop.run_started(
+            lambda: self.rpc.start_call(proc, args, fields, timeout=timeout))
 
     def call_stream(self, proc: str | Procedure, args: Any = None, /, *,
                     timeout: float | None = None, **fields: Any) -> tuple[Any, SyncStream]:

@@ -56,10 +56,11 @@ from pyvirt.errors import PyvirtError
 from pyvirt.rpc.openssl_ext import no_auto_chain, prefer_x25519
 
 if TYPE_CHECKING:
-    import asyncio
     import ssl
 
     from cryptography import x509
+
+    from pyvirt.rpc.client import _Wire
 
 __all__ = ["PKIFiles", "TLSError", "PeerRefused", "CONFIRMATION", "client_files", "pki_files",
            "sanity_check", "check_peer", "distinguished_name", "dn_matches", "server_context",
@@ -681,19 +682,22 @@ def _alert(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def tls_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        context: ssl.SSLContext, host: str, port: int, *, verify: bool,
-                        timeout: float | None) -> None:
-    """Upgrade a connected stream to TLS as libvirt's client does: handshake, check the
+async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: int, *,
+                        verify: bool, timeout: float | None) -> None:
+    """Upgrade a connected socket to TLS as libvirt's client does: handshake, check the
     server's certificate (dates, host name, purpose), read the server's confirmation byte.
-    Closes the stream and raises libvirt's error on any failure."""
+    Closes the connection and raises libvirt's error on any failure."""
     import asyncio
     import ssl
 
     where = f"{host}:{port}"
+    assert wire.transport is not None
+    loop = asyncio.get_running_loop()
     try:
         try:
-            await writer.start_tls(context, server_hostname=host, ssl_handshake_timeout=timeout)
+            wire.expect_first_byte()  # (it may arrive with the handshake's last flight)
+            tls = await loop.start_tls(wire.transport, wire, context, server_hostname=host,
+                                       ssl_handshake_timeout=timeout)
         except ssl.SSLCertVerificationError as exc:
             raise PyvirtError(f"authentication failed: Failed to verify peer's certificate: the "
                               f"certificate of {where} failed validation: {exc.verify_message}; "
@@ -704,8 +708,10 @@ async def tls_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             raise PyvirtError(f"authentication failed: TLS handshake failed with {where}: "
                               f"{_alert(exc)}", code=codes.VIR_ERR_AUTH_FAILED,
                               domain=codes.VIR_FROM_RPC) from exc
+        assert tls is not None
+        wire.transport = tls
         if verify:
-            sslobj = writer.get_extra_info("ssl_object")
+            sslobj = tls.get_extra_info("ssl_object")
             try:
                 check_peer(sslobj.getpeercert(binary_form=True) if sslobj else None,
                            server_side=False, hostname=host)
@@ -714,7 +720,7 @@ async def tls_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
                                   f"{exc.message}", code=codes.VIR_ERR_AUTH_FAILED,
                                   domain=codes.VIR_FROM_RPC) from exc
         try:
-            byte = await asyncio.wait_for(reader.read(1), timeout)
+            byte = await wire.first_byte(timeout)
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             raise PyvirtError(f"Unable to read TLS confirmation: Input/output error: the server "
                               f"at {where} refused our certificate or address ({_alert(exc)}); "
@@ -729,5 +735,6 @@ async def tls_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             raise PyvirtError("server verification (of our certificate or IP address) failed",
                               code=codes.VIR_ERR_RPC, domain=codes.VIR_FROM_RPC)
     except BaseException:
-        writer.close()
+        if wire.transport is not None:
+            wire.transport.close()
         raise
