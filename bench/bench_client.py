@@ -10,7 +10,7 @@ Printed per server: the two clients' figures and the ratio pyvirt/python3-libvir
 better; pairs/s: higher is better).
 
 pyvirt's client runs its event loop in the caller's thread for each call while nothing asks it to
-listen when idle (pyvirt.rpc.client._LoopThread), as libvirt's client does without an event
+listen when idle (pyvirt.rpc.sync._LoopThread), as libvirt's client does without an event
 loop; the script registers no callback.
 
 Usage: .venv/bin/python bench/bench_client.py [--opens N] [--duration SECONDS] [--runs N]

@@ -46,9 +46,10 @@ from pyvirt.errors import NotSupported, OperationInvalid, PyvirtError
 from pyvirt.network.remote import RemoteNetworkMethods
 from pyvirt.remote_stats import RemoteDomainStatsMethods
 from pyvirt.remote_stream import RemoteStream
-from pyvirt.rpc.client import Client, ConnectionClosed
+from pyvirt.rpc.client import ConnectionClosed
 from pyvirt.rpc.procedures import Procedure
 from pyvirt.rpc.protocol import Feature
+from pyvirt.rpc.sync import Client
 from pyvirt.rpc.xdr import NONNULL_DOMAIN
 from pyvirt.secret.remote import RemoteSecretMethods
 from pyvirt.storage.remote import RemoteStorageMethods, RemoteStoragePool

@@ -26,7 +26,7 @@ from pyvirt.errors import PyvirtError
 
 if TYPE_CHECKING:
     from pyvirt.remote import RemoteConnect
-    from pyvirt.rpc.client import SyncStream
+    from pyvirt.rpc.sync import SyncStream
 
 __all__ = ["RemoteStream"]
 

@@ -465,8 +465,8 @@ def test_errors_same_as_libvirtd(sides: tuple[Side, Side, str], name: str) -> No
 def test_error_records_field_for_field(sides: tuple[Side, Side, str], name: str) -> None:
     """pyvirt's own client sees every field of remote_error, for errors the daemon words itself:
     a stale domain handle, a lookup, flags the driver refuses."""
-    from pyvirt.rpc.client import Client
     from pyvirt.rpc.protocol import RemoteError
+    from pyvirt.rpc.sync import Client
 
     ours, theirs, dom_uuid = sides
 
@@ -596,8 +596,8 @@ def test_virsh_reboot_and_shutdown_of_a_booted_guest(sides: tuple[Side, Side, st
 def test_readonly_client_fields(sides: tuple[Side, Side, str], name: str) -> None:
     """What a raw read-only client gets, field for field (virsh and libvirt-python check some of
     this on their side and never send it)."""
-    from pyvirt.rpc.client import Client
     from pyvirt.rpc.protocol import RemoteError
+    from pyvirt.rpc.sync import Client
 
     ours, theirs, _ = sides
     same(ours, theirs, "define", XML)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pyvirt.rpc.client import Client, ConnectionClosed, RPCClient
+from pyvirt.rpc.client import ConnectionClosed, RPCClient
+from pyvirt.rpc.sync import Client
 
 from .testlib import Raw, pyvirtd_command, short_tmpdir, start_pyvirtd
 

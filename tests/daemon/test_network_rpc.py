@@ -224,8 +224,8 @@ def test_read_only_flags_of_the_network_procedures_match_libvirtd(libvirtd: Any)
     """As tests/rpc's sweep, for the network procedures against a libvirtd that has a network
     driver (libvirtd 9.0 without one crashes on NETWORK_IS_ACTIVE/IS_PERSISTENT)."""
     from pyvirt import _errcodes as codes
-    from pyvirt.rpc.client import Client
     from pyvirt.rpc.protocol import RemoteError
+    from pyvirt.rpc.sync import Client
 
     wrong = []
     with Client.open_uri(libvirtd.uri(readonly=True), readonly=True) as ro:

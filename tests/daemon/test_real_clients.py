@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from pyvirt.rpc.client import Client
 from pyvirt.rpc.protocol import RemoteError
+from pyvirt.rpc.sync import Client
 
 from .testlib import SYSTEM_PYTHON, VIRSH, Pyvirtd
 

@@ -369,7 +369,7 @@ def test_call_timeout_and_big_call_in_the_callers_thread(own_daemon: Pyvirtd) ->
     only until its reply: a timeout still ends it with VIR_ERR_OPERATION_TIMEOUT and leaves the
     connection usable (the late reply is dropped), and a frame far larger than the socket takes
     at once goes out while the caller waits, however long the server stays stopped."""
-    from pyvirt.rpc.client import Client
+    from pyvirt.rpc.sync import Client
 
     threads = threading.active_count()
     client = Client.connect_unix(own_daemon.socket, background=False)

@@ -34,7 +34,7 @@ from pyvirt._constants import VIR_CONNECT_CLOSE_REASON_EOF
 from pyvirt.connection import open as pyvirt_open
 from pyvirt.errors import PyvirtError
 from pyvirt.rpc import tls
-from pyvirt.rpc.client import Client
+from pyvirt.rpc.sync import Client
 from pyvirt.uri import parse_uri
 
 from . import tlspki

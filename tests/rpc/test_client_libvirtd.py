@@ -19,7 +19,7 @@ import pytest
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
 from pyvirt.rpc import procedures, xdr
-from pyvirt.rpc.client import Client, ClientState, ConnectionClosed, RPCClient
+from pyvirt.rpc.client import ClientState, ConnectionClosed, RPCClient
 from pyvirt.rpc.procedures import PROCEDURES, Procedure
 from pyvirt.rpc.protocol import (
     FrameDecoder,
@@ -34,6 +34,7 @@ from pyvirt.rpc.protocol import (
     encode_message,
     remote_error_record,
 )
+from pyvirt.rpc.sync import Client
 
 from libvirtd_oracle import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, Libvirtd
 
