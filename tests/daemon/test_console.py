@@ -754,6 +754,77 @@ def test_open_console_keeps_data_sent_before_the_reply() -> None:
         server.join(10)
 
 
+def test_stream_reply_first_and_nothing_after_abort(own_root: Path) -> None:
+    """pyvirtd's order, stricter than libvirtd's: the reply to a stream call leaves before any
+    frame of its stream, though the handler (on a worker thread) hands over a descriptor with data
+    already waiting and takes its time to return; and once an abort is acknowledged, nothing of
+    that stream follows, its endpoint being closed by then. Twice on one connection, the second
+    stream's descriptor maybe reusing the first one's number."""
+    from pyvirt.daemon import handlers as real
+    from pyvirt.daemon.config import DaemonConfig
+    from pyvirt.daemon.dispatch import ClientSession, HandlerTable
+    from pyvirt.daemon.instance import served_instance
+    from pyvirt.daemon.server import Daemon, DaemonOptions
+    from pyvirt.daemon.streams import FdEndpoint, open_stream
+    from pyvirt.rpc.procedures import PROCEDURES
+
+    writers: list[int] = []
+    table = HandlerTable()
+    for name, fn, kw in (("AUTH_LIST", real.auth_list, {"needs_open": False, "blocking": False}),
+                         ("CONNECT_SUPPORTS_FEATURE", real.supports_feature,
+                          {"needs_open": False, "blocking": False}),
+                         ("CONNECT_OPEN", real.connect_open, {"needs_open": False}),
+                         ("CONNECT_GET_TYPE", real.get_type, {})):
+        table.register(name, **kw)(fn)
+
+    @table.register("DOMAIN_OPEN_CONSOLE")
+    def console(session: ClientSession, args: Any) -> None:
+        assert threading.current_thread() is not threading.main_thread()
+        r, w = os.pipe()
+        writers.append(w)
+        os.write(w, b"waiting before the reply")
+        open_stream(session, FdEndpoint(r, "pipe"))
+        time.sleep(0.3)  # a stream started before the handler's end would send its data now
+        return None
+
+    def client(path: str) -> None:
+        args = PROCEDURES.lookup("DOMAIN_OPEN_CONSOLE").args.encode(
+            {"dom": {"name": "con", "uuid": bytes(16), "id": 1}, "dev_name": None, "flags": 0})
+        with Raw.unix(path) as raw:
+            raw.open()
+            for _ in range(2):
+                serial = raw.send(_OPEN_CONSOLE, args)
+                reply = _next(raw)
+                assert (reply.header.type, reply.header.serial, reply.header.status) == (
+                    MessageType.REPLY, serial, Status.OK), reply
+                data = _next(raw)
+                assert (data.header.type, data.header.serial, data.header.status, data.payload) == (
+                    MessageType.STREAM, serial, Status.CONTINUE, b"waiting before the reply")
+                os.write(writers[-1], b"more")
+                _stream(raw, serial, Status.ERROR)  # abort
+                ack = _next(raw)
+                while (ack.header.serial, ack.header.status) == (serial, Status.CONTINUE):
+                    ack = _next(raw)  # sent before the abort arrived
+                assert (ack.header.type, ack.header.serial, ack.header.status, ack.payload) == (
+                    MessageType.STREAM, serial, Status.OK, b"")
+                with pytest.raises(BrokenPipeError):  # the endpoint is closed: no reader left
+                    os.write(writers[-1], b"after the abort")
+                os.close(writers[-1])
+                assert raw.call("CONNECT_GET_TYPE").type == "QEMU"  # the next message: its reply
+                with pytest.raises(TimeoutError):
+                    raw.recv(0.2)
+
+    async def run() -> None:
+        daemon = Daemon(DaemonOptions(served_instance(own_root), DaemonConfig()), handlers=table)
+        await daemon.start(handle_signals=False)
+        try:
+            await asyncio.to_thread(client, str(own_root / "run" / "libvirt-sock"))
+        finally:
+            await daemon.shutdown()
+
+    asyncio.run(run())
+
+
 # ---- last: the domain going away under an open console ------------------------------------------
 
 _DESTROY_SCENARIO = r"""

@@ -6,7 +6,9 @@ upload and download later) opens a stream from its handler with :func:`open_stre
 local end as a :class:`StreamEndpoint`: a non-blocking file descriptor the event loop watches
 (:class:`FdEndpoint` for a plain descriptor, :class:`VirStreamEndpoint` for a stream of the
 embedded driver, such as a guest console). The stream starts once the call's REPLY is out, so the
-client sees the reply before any data. The wire follows libvirt's daemon (remote_daemon_stream.c):
+client sees the reply before any data (libvirtd does not promise that: its dispatch thread starts the
+stream before the reply is queued, and data can overtake it; libvirt's clients register the stream
+before the call and take either order). The wire follows libvirt's daemon (remote_daemon_stream.c):
 
 * data, either way: STREAM / CONTINUE frames with the call's prog, proc and serial; the server
   reads at most VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX bytes per frame;
