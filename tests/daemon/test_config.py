@@ -27,6 +27,8 @@ def test_defaults() -> None:
     assert config == DaemonConfig(path="pyvirtd.conf")
     assert (config.tcp_port, config.unix_sock_rw_perms, config.unix_sock_ro_perms) == (16509, 0o700, 0o777)
     assert (config.max_workers, config.keepalive_interval, config.keepalive_count) == (20, 5, 5)
+    assert (config.max_clients, config.max_queued_clients, config.max_anonymous_clients) == \
+        (5000, 1000, 20)
     assert config.auth_tcp == "sasl" and not config.explicit("auth_tcp")
     assert config.outputs == (LogOutput(3, "stderr"),)
 
@@ -58,6 +60,7 @@ sasl_max_failures = 3
 sasl_failure_window = 30
 max_clients = 10
 max_queued_clients = 5
+max_anonymous_clients = 4
 max_workers = 3
 prio_workers = 0
 max_client_requests = 7
@@ -76,6 +79,7 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     assert config.tls_no_sanity_certificate is True
     assert (config.sasl_max_failures, config.sasl_failure_window) == (3, 30)
     assert config.keepalive_interval == -1 and config.prio_workers == 0
+    assert (config.max_clients, config.max_queued_clients, config.max_anonymous_clients) == (10, 5, 4)
     assert config.outputs == (LogOutput(1, "file", "/var/log/x"), LogOutput(3, "stderr"),
                               LogOutput(2, "syslog", "pyvirtd"))
 
@@ -93,6 +97,8 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     ("listen_addr = 127", "listen_addr"),
     ('auth_unix_rw = "polkit"', "auth_unix_rw"),
     ("max_client_requests = 0", "max_client_requests"),
+    ("max_anonymous_clients = 31", "max_anonymous_clients"),
+    ("max_anonymous_clients = -1", "max_anonymous_clients"),
     ("keepalive_interval = -2", "keepalive_interval"),
     ("log_level = 5", "log_level"),
     ('log_outputs = "9:stderr"', "log_outputs"),
@@ -102,7 +108,7 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
 ])
 def test_bad_values_name_file_line_key(line: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_daemon_config(f"# first\nmax_clients = 3\n{line}\n", "/etc/p.conf")
+        parse_daemon_config(f"# first\nmax_clients = 30\n{line}\n", "/etc/p.conf")
     assert info.value.path == "/etc/p.conf" and info.value.line == 3 and info.value.key == key
     assert str(info.value).startswith("/etc/p.conf:3: ")
     assert key in str(info.value)
@@ -118,6 +124,24 @@ def test_unknown_inert_and_repeated_keys_warn() -> None:
         "/p.conf:4: key 'max_workers' is set again; the value from line 3 is used, as libvirtd does",
     )
     assert not INERT_KEYS & set(SCHEMA)
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    # libvirtd 9.0 refuses to start as well (virNetServerNew)
+    ("max_clients = 2\n", 1, "max_anonymous_clients (20, its default) is more than max_clients (2)"),
+    ("max_anonymous_clients = 9\nmax_clients = 8\n", 1,
+     "max_anonymous_clients (9) is more than max_clients (8)"),
+])
+def test_anonymous_clients_within_max_clients(text: str, line: int, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_daemon_config(text, "/p.conf")
+    assert info.value.line == line and words in str(info.value)
+    message = str(info.value)
+    assert "set max_anonymous_clients = " in message and "0 turns that limit off" in message
+    # at most max_clients, or 0 (no limit)
+    for anonymous in (2, 0):
+        config = parse_daemon_config(f"max_clients = 2\nmax_anonymous_clients = {anonymous}\n")
+        assert config.max_anonymous_clients == anonymous
 
 
 def test_kinds_documented() -> None:
@@ -137,8 +161,8 @@ def test_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_daemon_config(tmp_path / "none.conf", required=True)
     conf = tmp_path / "p.conf"
-    conf.write_text("max_clients = 2\n")
-    assert load_daemon_config(conf, required=True).max_clients == 2
+    conf.write_text("max_clients = 20\n")
+    assert load_daemon_config(conf, required=True).max_clients == 20
     conf.write_bytes(b"a = \0")
     with pytest.raises(ConfigError, match="NUL"):
         load_daemon_config(conf, required=True)

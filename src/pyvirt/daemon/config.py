@@ -103,8 +103,14 @@ class DaemonConfig:
     sasl_failure_window: int = _key(Kind.UINT, "pyvirtd only: seconds over which "
                                                "sasl_max_failures counts.", 60)
 
-    max_clients: int = _key(Kind.UINT, "Most clients connected at once; more are turned away.", 5000)
+    max_clients: int = _key(Kind.UINT, "Most clients connected at once, over all sockets; while "
+                                       "reached, no connection is accepted (new ones wait in the "
+                                       "backlog, max_queued_clients).", 5000)
     max_queued_clients: int = _key(Kind.UINT, "Backlog of connections not yet accepted.", 1000)
+    max_anonymous_clients: int = _key(Kind.UINT, "Most clients connected at once that have not "
+                                                 "finished authenticating (SASL); while reached, no "
+                                                 "connection is accepted. 0: no such limit. At most "
+                                                 "max_clients.", 20)
     max_workers: int = _key(Kind.UINT, "Threads running hypervisor calls.", 20)
     prio_workers: int = _key(Kind.UINT, "Threads reserved for calls that never wait on a "
                                         "hypervisor (0: they share max_workers).", 5)
@@ -145,7 +151,7 @@ SCHEMA: Mapping[str, tuple[Kind, str]] = MappingProxyType({
 #: libvirtd.conf keys pyvirtd accepts without acting on them yet.
 INERT_KEYS = frozenset({
     "unix_sock_admin_perms", "tls_priority", "tcp_min_ssf",
-    "access_drivers", "max_anonymous_clients", "min_workers", "keepalive_required",
+    "access_drivers", "min_workers", "keepalive_required",
     "admin_min_workers", "admin_max_workers", "admin_max_clients", "admin_max_queued_clients",
     "admin_max_client_requests", "admin_keepalive_interval", "admin_keepalive_count",
     "log_filters", "audit_level", "audit_logging", "host_uuid", "host_uuid_source", "ovs_timeout",
@@ -279,6 +285,17 @@ def _check(config: DaemonConfig) -> None:
             parse_log_outputs(config.log_outputs)
         except ValueError as exc:
             raise config.error("log_outputs", f"log_outputs: {exc}") from None
+    if config.max_anonymous_clients > config.max_clients:
+        # libvirtd refuses to start too ("The overall maximum number of clients must not be less
+        # than the number of clients waiting for authentication")
+        anonymous = config.max_anonymous_clients
+        default = "" if config.explicit("max_anonymous_clients") else ", its default"
+        raise config.error(
+            "max_anonymous_clients" if config.explicit("max_anonymous_clients") else "max_clients",
+            f"max_anonymous_clients ({anonymous}{default}) is more than max_clients "
+            f"({config.max_clients}): clients waiting for authentication cannot outnumber all "
+            f"clients; set max_anonymous_clients = {config.max_clients} or less (0 turns that "
+            f"limit off), or max_clients = {anonymous} or more")
 
 
 def parse_daemon_config(text: str, path: str = "pyvirtd.conf") -> DaemonConfig:
