@@ -5,6 +5,7 @@ replies, clients leaving mid-call, handlers that fail."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,7 +22,15 @@ from pyvirt.daemon.server import Daemon, DaemonOptions
 from pyvirt.errors import OperationFailed
 from pyvirt.rpc import procedures
 from pyvirt.rpc.client import RPCClient
-from pyvirt.rpc.protocol import RemoteError
+from pyvirt.rpc.protocol import (
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    Header,
+    Message,
+    MessageType,
+    RemoteError,
+    encode_message,
+)
 
 
 class Gate:
@@ -180,16 +189,53 @@ def test_client_vanishing_mid_call(own_root: Path) -> None:
     run_daemon(own_root, scenario)
 
 
-def test_max_clients(own_root: Path) -> None:
+async def _waiting_client(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has sent AUTH_LIST and is not answered within half a second, nor hung up
+    on: it waits in the listen backlog."""
+    reader, writer = await asyncio.open_unix_connection(path)  # the kernel completes it
+    proc = procedures.lookup("AUTH_LIST")
+    writer.write(encode_message(Header(proc.program, PROTOCOL_VERSION, proc.number,
+                                       MessageType.CALL, 7, 0)))
+    with pytest.raises(TimeoutError):  # (an EOF would be b"" here, at once)
+        await asyncio.wait_for(reader.read(1), 0.5)
+    return reader, writer
+
+
+async def _auth_list_reply(reader: asyncio.StreamReader) -> list[int]:
+    decoder = FrameDecoder()
+    messages: list[Message] = []
+    while not messages:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "hung up instead of answering"
+        messages = decoder.feed(data)
+    assert messages[0].header.serial == 7
+    return list(procedures.lookup("AUTH_LIST").ret.decode(messages[0].payload).types)
+
+
+def test_max_clients_waits_in_the_backlog(own_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """At max_clients the daemon stops accepting, as libvirtd does: one more client connects (the
+    kernel's backlog holds it) but is neither answered nor hung up on until a client leaves."""
+    path = str(own_root / "run" / "libvirt-sock")
+
     async def scenario(daemon: Daemon, gate: Gate, connect: Any) -> None:
         kept = [await connect() for _ in range(3)]
-        with pytest.raises(Exception):  # noqa: B017 - closed at once: the open fails somehow
-            await connect()
+        assert daemon.connected == 3
+        reader, writer = await _waiting_client(path)
         await kept[0].abort()
-        await _eventually(lambda: len(daemon.clients) == 2)
-        assert (await (await connect()).call("CONNECT_GET_TYPE")).type == "QEMU"
+        assert await _auth_list_reply(reader) == [0]  # its call, answered once it is accepted
+        assert (daemon.connected, len(daemon.clients)) == (3, 3)
+        later, later_writer = await _waiting_client(path)  # full again
+        writer.close()
+        assert await _auth_list_reply(later) == [0]
+        later_writer.close()
 
-    run_daemon(own_root, scenario, max_clients=3)
+    with caplog.at_level(logging.INFO, logger="pyvirt.daemon"):
+        run_daemon(own_root, scenario, max_clients=3, max_anonymous_clients=3)
+    assert ("3 clients (max_clients 3), 0 not authenticated (max_anonymous_clients 3): not "
+            "accepting new connections until a client leaves or authenticates") in caplog.text
+    assert ("2 clients (max_clients 3), 0 not authenticated (max_anonymous_clients 3): "
+            "accepting new connections again") in caplog.text
+    assert "refused" not in caplog.text
 
 
 def test_failing_handlers(own_root: Path) -> None:

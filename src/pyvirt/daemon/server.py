@@ -20,6 +20,15 @@ Data streams (guest consoles) run on the event loop, bound to the serial of the 
 them (:mod:`pyvirt.daemon.streams`); a client's stream data waiting for a slow endpoint counts
 against it like calls in flight, and a stream is read only while its client takes our output.
 
+Client limits follow libvirtd's (``virNetServerCheckLimits``): every connection counts from the
+moment it is accepted (a TLS handshake included) until it is gone, and one whose socket asks for
+authentication (``auth_* = "sasl"``) counts as anonymous until it has authenticated. While
+``max_clients`` connections, or ``max_anonymous_clients`` anonymous ones, are there, the daemon
+stops accepting on all its sockets: new connections wait in the kernel's backlog
+(``max_queued_clients``), connected but unanswered, and are accepted as soon as a client leaves
+or authenticates. Accepting is therefore done here, one connection per readiness of a listening
+socket, rather than by asyncio's servers (which cannot pause, and take many at once).
+
 A protocol violation that breaks the framing (a bad length word) closes that client's connection;
 anything a well-framed message can get wrong is answered with an error reply. Nothing a client
 sends can stop the daemon or touch another client.
@@ -50,6 +59,7 @@ from pyvirt.daemon.streams import ClientStreams
 from pyvirt.errors import OperationFailed, PyvirtError
 from pyvirt.rpc.protocol import (
     PROTOCOL_VERSION,
+    AuthType,
     FrameDecoder,
     Header,
     KeepaliveProc,
@@ -74,6 +84,8 @@ log = logging.getLogger("pyvirt.daemon")
 _EVENT_BACKLOG_MAX = 32 * 1024 * 1024
 #: How long shutdown waits for calls already running on worker threads.
 _SHUTDOWN_GRACE = 5.0
+#: Seconds a listening socket rests after accept() ran out of descriptors or memory (libvirtd's).
+_ACCEPT_REST = 5.0
 
 _CALL_TYPES = frozenset({int(MessageType.CALL), int(MessageType.CALL_WITH_FDS)})
 
@@ -98,6 +110,31 @@ class Listener:
         if self.kind == "unix":
             return f"{self.path} ({'read-only' if self.readonly else 'read-write'})"
         return f"{self.kind} {self.host or '*'}:{self.port}"
+
+
+@dataclass(eq=False)
+class ClientSlot:
+    """One accepted connection, as the client limits count it: from accept() until it is gone."""
+
+    #: Its socket asks for authentication, which it has not completed yet.
+    anonymous: bool
+    released: bool = False
+
+
+class _ListeningSocket:
+    """One socket the daemon accepts on, and what its connections become."""
+
+    def __init__(self, sock: socket.socket, plan: Listener, anonymous: bool,
+                 protocol: Callable[[ClientSlot], Callable[[], asyncio.Protocol]]) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.plan = plan
+        #: Its clients start out anonymous (its auth is not "none").
+        self.anonymous = anonymous
+        #: The protocol factory of one accepted connection.
+        self.protocol = protocol
+        #: accept() ran out of descriptors or memory: the socket rests until this timer fires.
+        self.resting: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +224,38 @@ def _bind_unix(plan: Listener, gid: int | None, backlog: int) -> socket.socket:
     return sock
 
 
+async def _bind_tcp(plan: Listener, backlog: int) -> list[socket.socket]:
+    """The sockets of a TCP or TLS listener: one per address its host resolves to (with no host,
+    every IPv4 and IPv6 address), as asyncio's create_server binds them."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(plan.host, plan.port, family=socket.AF_UNSPEC,
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
+    socks: list[socket.socket] = []
+    try:
+        for family, type_, proto, _, address in dict.fromkeys(infos):
+            try:
+                sock = socket.socket(family, type_, proto)
+            except OSError:
+                continue  # a family this host lacks (IPv6 turned off)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+        if not socks:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
+    return socks
+
+
 class _PidFile:
     """The pid file, locked while the daemon runs; written only once the sockets accept."""
 
@@ -257,8 +326,9 @@ class ClientConnection(asyncio.Protocol):
     already sent wait here and its socket is not read.
     """
 
-    def __init__(self, daemon: Daemon, *, readonly: bool, kind: str) -> None:
+    def __init__(self, daemon: Daemon, slot: ClientSlot, *, readonly: bool, kind: str) -> None:
         self.daemon = daemon
+        self.slot = slot
         self.readonly = readonly
         self.kind = kind
         self.loop = asyncio.get_running_loop()
@@ -293,6 +363,7 @@ class ClientConnection(asyncio.Protocol):
         if self.session is None:
             self.closed = True
             transport.close()
+            self.daemon.release(self.slot)
             return
         self._peer = self.streams.peer = self.session.peer
         self.session.events.post = self.post_event
@@ -401,6 +472,8 @@ class ClientConnection(asyncio.Protocol):
                 self.write(frame)
             if slot is not None:
                 self.streams.opened(slot, frame)
+        if self.slot.anonymous and not self.session.auth_pending:
+            self.daemon.authenticated(self.slot)  # (only AUTH_* calls reach here unauthenticated)
         if self.session.hangup:
             self.close()  # CONNECT_CLOSE: the reply is out, now hang up as libvirtd does
 
@@ -505,7 +578,12 @@ class Daemon:
         self.dispatcher = Dispatcher(handlers, self.workers, self.prio_workers)
         self.clients: set[ClientConnection] = set()
         self._client_tasks: set[asyncio.Task[Any]] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        #: Accepted connections (ClientSlot) not gone yet, and how many of them are anonymous.
+        self.connected = 0
+        self.anonymous = 0
+        self._accepting = False
+        self._listening: list[_ListeningSocket] = []
+        self._attaching: set[asyncio.Task[None]] = set()
         self._unix_paths: list[Path] = []
         self._conn: virConnect | None = None
         self._pid_file = _PidFile(options.pid_file or self.instance.run_dir / PID_NAME)
@@ -544,6 +622,7 @@ class Daemon:
             self.sasl.check_start()
             for plan in plans:
                 await self._listen(plan, gid)
+            self._set_accepting(True)
             # Handlers before the pid file: whoever sees the daemon ready may signal it at once
             # (a SIGHUP before the handler would kill it).
             if handle_signals:
@@ -580,31 +659,132 @@ class Daemon:
 
     async def _listen(self, plan: Listener, gid: int | None) -> None:
         backlog = self.config.max_queued_clients
-        loop = asyncio.get_running_loop()
+        from pyvirt.daemon.sasl import auth_type_of
 
-        def factory(readonly: bool, kind: str) -> Callable[[], ClientConnection]:
-            return lambda: ClientConnection(self, readonly=readonly, kind=kind)
+        anonymous = auth_type_of(self.config, plan.kind, plan.readonly) != AuthType.NONE
 
+        def client(slot: ClientSlot) -> Callable[[], asyncio.Protocol]:
+            return lambda: ClientConnection(self, slot, readonly=plan.readonly, kind=plan.kind)
+
+        protocol = client
         if plan.kind == "unix":
-            sock = _bind_unix(plan, gid, backlog)
+            socks = [_bind_unix(plan, gid, backlog)]
             assert plan.path is not None
             self._unix_paths.append(plan.path)
-            server = await loop.create_unix_server(factory(plan.readonly, "unix"), sock=sock)
         else:
-            accept: Callable[[], asyncio.Protocol] = factory(False, plan.kind)
             if plan.kind == "tls":  # handshake and certificate checks first (pyvirt.daemon.tls)
                 from pyvirt.daemon.tls import TLSAcceptor, load_server_tls
 
-                tls, make_client = load_server_tls(self.config, self.instance), accept
-                accept = lambda: TLSAcceptor(tls, make_client)  # noqa: E731
-            try:
-                server = await loop.create_server(accept, plan.host, plan.port,
-                                                  backlog=backlog, reuse_address=True)
-            except OSError as exc:
-                raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
+                tls = load_server_tls(self.config, self.instance)
+
+                def handshake(slot: ClientSlot) -> Callable[[], asyncio.Protocol]:
+                    return lambda: TLSAcceptor(tls, client(slot), lost=lambda: self.release(slot))
+                protocol = handshake
+            socks = await _bind_tcp(plan, backlog)
             ports = self.tls_ports if plan.kind == "tls" else self.tcp_ports
-            ports.extend(s.getsockname()[1] for s in server.sockets)
-        self._servers.append(server)
+            ports.extend(s.getsockname()[1] for s in socks)
+        self._listening.extend(_ListeningSocket(sock, plan, anonymous, protocol) for sock in socks)
+
+    # ---- accepting, within the client limits ----
+
+    def _set_accepting(self, on: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._accepting = on
+        for listening in self._listening:
+            if on and listening.resting is None:
+                loop.add_reader(listening.fd, self._accept, listening)
+            else:
+                loop.remove_reader(listening.fd)
+
+    def _check_limits(self) -> None:
+        """Stop accepting at a limit, accept again below them all (libvirtd's
+        virNetServerCheckLimits: a new client only when it would exceed neither)."""
+        config = self.config
+        full = (self.connected >= config.max_clients
+                or 0 < config.max_anonymous_clients <= self.anonymous)
+        if full == (not self._accepting):
+            return
+        if self._stopping is None or self._stopping.is_set():
+            return
+        state = (f"{self.connected} clients (max_clients {config.max_clients}), {self.anonymous} "
+                 f"not authenticated (max_anonymous_clients {config.max_anonymous_clients})")
+        if full:
+            log.info("%s: not accepting new connections until a client leaves or authenticates",
+                     state)
+        else:
+            log.info("%s: accepting new connections again", state)
+        self._set_accepting(not full)
+
+    def _accept(self, listening: _ListeningSocket) -> None:
+        """One connection, as libvirtd accepts: counted at once, so that the limits are checked
+        before the next one is taken from the backlog."""
+        loop = asyncio.get_running_loop()
+        try:
+            conn, _ = listening.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # gone before we took it
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.warning("accepting on %s failed: %s", listening.plan.describe(), exc)
+                return
+            # libvirtd rests the socket for 5 s, hoping descriptors are freed meanwhile
+            log.error("cannot accept on %s: %s; trying again in %.0f s",
+                      listening.plan.describe(), exc.strerror, _ACCEPT_REST)
+            loop.remove_reader(listening.fd)
+            listening.resting = loop.call_later(_ACCEPT_REST, self._rested, listening)
+            return
+        slot = ClientSlot(listening.anonymous)
+        self.connected += 1
+        self.anonymous += slot.anonymous
+        self._check_limits()
+        task = loop.create_task(self._attach(listening, conn, slot))
+        self._attaching.add(task)
+        task.add_done_callback(self._attaching.discard)
+
+    def _rested(self, listening: _ListeningSocket) -> None:
+        listening.resting = None
+        if self._accepting:
+            asyncio.get_running_loop().add_reader(listening.fd, self._accept, listening)
+
+    async def _attach(self, listening: _ListeningSocket, conn: socket.socket,
+                      slot: ClientSlot) -> None:
+        """The accepted socket's transport, with its protocol (which releases ``slot``)."""
+        made = False
+
+        def factory() -> asyncio.Protocol:
+            nonlocal made
+            made = True  # the transport owns the socket from here
+            return listening.protocol(slot)()
+        try:
+            conn.setblocking(False)
+            if listening.plan.kind != "unix":  # small replies leave at once (as asyncio's servers)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.get_running_loop().connect_accepted_socket(factory, conn)
+        except BaseException as exc:
+            if not made:
+                conn.close()
+                self.release(slot)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("a connection on %s failed at once: %s", listening.plan.describe(), exc)
+
+    def release(self, slot: ClientSlot) -> None:
+        """A connection is gone: it no longer counts (idempotent)."""
+        if slot.released:
+            return
+        slot.released = True
+        self.connected -= 1
+        self.anonymous -= slot.anonymous
+        slot.anonymous = False
+        self._idle_since = asyncio.get_running_loop().time()
+        self._check_limits()
+
+    def authenticated(self, slot: ClientSlot) -> None:
+        """A client completed its authentication: it is no longer anonymous."""
+        if slot.anonymous and not slot.released:
+            slot.anonymous = False
+            self.anonymous -= 1
+            self._check_limits()
 
     # ---- clients ----
 
@@ -649,7 +829,7 @@ class Daemon:
         def done(_: asyncio.Task[None]) -> None:
             self.clients.discard(client)
             self._client_tasks.discard(task)
-            self._idle_since = asyncio.get_running_loop().time()
+            self.release(client.slot)
         task.add_done_callback(done)
         return session
 
@@ -682,7 +862,7 @@ class Daemon:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), tick)
-            if self.clients:
+            if self.connected:
                 continue
             # As libvirtd: running domains keep the daemon, and the idle time counts from the
             # moment the last one stopped (the query may wait for a start: not on the loop).
@@ -708,7 +888,7 @@ class Daemon:
         await self._close_listeners()
         for client in list(self.clients):
             client.close()
-        tasks = set(self._client_tasks)
+        tasks = self._client_tasks | self._attaching
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE)
             for task in late:
@@ -723,12 +903,13 @@ class Daemon:
             self._signals = False
 
     async def _close_listeners(self) -> None:
-        for server in self._servers:
-            server.close()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
-        self._servers.clear()
+        if self._accepting:
+            self._set_accepting(False)
+        for listening in self._listening:
+            if listening.resting is not None:
+                listening.resting.cancel()
+            listening.sock.close()
+        self._listening.clear()
         for path in self._unix_paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

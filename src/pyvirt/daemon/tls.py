@@ -26,8 +26,10 @@ client's certificate against the CA (a certificate is required unless
 :class:`pyvirt.rpc.tls.Revocations`) and libvirt's own checks of that certificate
 (:func:`pyvirt.rpc.tls.check_peer`: dates, ``tls_allowed_dn_list``, basic constraints, key usage
 and purpose); then the byte 0x01; only then does the connection become a
-:class:`~pyvirt.daemon.server.ClientConnection` (which applies ``max_clients`` and authentication
-as for TCP, with the session's transport ``"tls"``, so ``auth_tls`` can add SASL on top).
+:class:`~pyvirt.daemon.server.ClientConnection` (authentication as for TCP, with the session's
+transport ``"tls"``, so ``auth_tls`` can add SASL on top). As libvirtd counts its clients from
+accept(), a connection in its handshake counts against ``max_clients`` already (and against
+``max_anonymous_clients`` when ``auth_tls`` asks for SASL).
 A refused client is logged with its address and the reason, and its TCP connection is dropped
 without a TLS alert or goodbye, as libvirtd does -- but only once the client has sent the rest of
 its handshake (OpenSSL fails a bad certificate as soon as it arrives, in the middle of the
@@ -175,11 +177,14 @@ class TLSAcceptor(asyncio.Protocol):
     OpenSSL, decides when a refused client is dropped, and how), libvirt's checks, the
     confirmation byte; then it carries the client's :class:`TLSTransport`."""
 
-    def __init__(self, tls: ServerTLS, make_client: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, tls: ServerTLS, make_client: Callable[[], asyncio.Protocol],
+                 lost: Callable[[], None] | None = None) -> None:
         import ssl
 
         self.tls = tls
         self.make_client = make_client
+        #: Called when the connection ends before it became a client (refused, timed out, left).
+        self.lost = lost
         self.peer = "tls (unknown)"
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -231,6 +236,9 @@ class TLSAcceptor(asyncio.Protocol):
             self._timer = None
         if self.app is not None:
             self.app.connection_lost(exc)
+        elif self.lost is not None:
+            self.lost()
+        self.lost = None
         # Drop what refers back to us, so that the connection's objects go with their last
         # reference rather than wait for the cycle collector.
         self.app = self.app_transport = self.raw = None
