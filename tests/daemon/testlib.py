@@ -245,6 +245,23 @@ class Raw:
         assert result is None, result
 
 
+def ask(raw: Raw) -> Raw:
+    """``raw``, having sent AUTH_LIST (to see with :func:`state` whether the daemon answers)."""
+    raw.send(procedures.lookup("AUTH_LIST").number)
+    return raw
+
+
+def state(raw: Raw, timeout: float) -> Any:
+    """What a client that sent AUTH_LIST sees within ``timeout``: the auth types, "waiting" (no
+    answer, no hang-up: e.g. in the listen backlog of a daemon at its client limits), or
+    "hung up"."""
+    try:
+        msg = raw.recv(timeout)
+    except TimeoutError:
+        return "waiting"
+    return "hung up" if msg is None else list(decode_reply(msg).types)
+
+
 def decode_reply(msg: Message) -> Any:
     if msg.header.status == 1:
         return REMOTE_ERROR.decode(msg.payload)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ from daemon.testlib import (
     VIRSH,
     Pyvirtd,
     Raw,
+    ask,
     error_fields,
     free_port,
     is_error,
@@ -42,6 +45,7 @@ from daemon.testlib import (
     rpc_conftest,
     short_tmpdir,
     start_pyvirtd,
+    state,
 )
 
 import pyvirt
@@ -594,3 +598,80 @@ def test_failures_rate_limited_per_peer(pki: tlspki.PKI, tmp_path: Path) -> None
         time.sleep(max(0.0, start + window + 0.5 - time.monotonic()))
         assert attempt(USERS["fred"]) == 0
         assert d.alive()
+
+
+# ---- max_anonymous_clients ---------------------------------------------------------------------
+
+def sasl_login(raw: Raw, user: str, password: str) -> int:
+    """A SCRAM-SHA-256 exchange in raw frames; the last reply's ``complete``."""
+    import scramp
+
+    assert "SCRAM-SHA-256" in raw.call("AUTH_SASL_INIT").mechlist.split(",")
+    client = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
+    first = raw.call("AUTH_SASL_START", mech="SCRAM-SHA-256", nil=0,
+                     data=client.get_client_first().encode())
+    client.set_server_first(bytes(first.data).decode())
+    final = raw.call("AUTH_SASL_STEP", nil=0, data=client.get_client_final().encode())
+    client.set_server_final(bytes(final.data).decode())
+    return int(final.complete)
+
+
+def tls_half_open(port: int) -> socket.socket:
+    """A TCP connection to the TLS port whose handshake the daemon has begun (its reply to our
+    ClientHello came back: it was accepted) and which never goes further."""
+    # (libvirtd opens its TLS port a moment after the ports its start-up waits for; a probe
+    # would be a client, so the port's state is read instead)
+    deadline = time.monotonic() + 10
+    while not any(line.split()[3] == "0A" and int(line.split()[1].split(":")[1], 16) == port
+                  for line in Path("/proc/net/tcp").read_text().splitlines()[1:]):
+        assert time.monotonic() < deadline, f"nothing listens on port {port}"
+        time.sleep(0.02)
+    sock = socket.create_connection(("127.0.0.1", port))
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    obj = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    sock.sendall(outgoing.read())
+    sock.settimeout(5)
+    assert sock.recv(65536), "no ServerHello"
+    return sock
+
+
+def anonymous_scenario(served: Served, unix_ro: str) -> list[tuple[str, Any]]:
+    """max_anonymous_clients = 2, with SASL on the TLS port and on the read-write UNIX socket."""
+    seen: list[tuple[str, Any]] = []
+    handshaking = tls_half_open(served.tls_port)  # anonymous from accept: auth_tls is sasl
+    with handshaking, Raw.unix(served.unix_socket) as pending:
+        seen.append(("pending", pending.call("AUTH_LIST").types))
+        with ask(Raw.unix(served.unix_socket)) as third:
+            seen.append(("third, at the limit", state(third, 0.5)))
+            seen.append(("pending logs in", sasl_login(pending, "fred", USERS["fred"])))
+            seen.append(("third, once one authenticated", state(third, 5)))
+            # two anonymous again (the handshake, the third): not even the read-only socket, whose
+            # auth is none, is accepted
+            with ask(Raw.unix(unix_ro)) as fourth:
+                seen.append(("fourth, at the limit", state(fourth, 0.5)))
+                seen.append(("pending calls", pending.call("CONNECT_SUPPORTS_FEATURE",
+                                                           feature=10).supported))
+                handshaking.close()
+                seen.append(("fourth, once the handshake left", state(fourth, 5)))
+    return seen
+
+
+def test_max_anonymous_clients_like_libvirtd(pki: tlspki.PKI) -> None:
+    """Clients that connected but have not authenticated (SASL pending, or still in a TLS
+    handshake on a SASL socket) stop both daemons from accepting at max_anonymous_clients; one
+    authenticating or leaving lets the next in."""
+    with sasl_pyvirtd(pki, max_anonymous_clients="2", log_level="2") as (d, served):
+        mine = anonymous_scenario(served, d.socket_ro)
+        log = d.stderr()
+    lvd = start_sasl_libvirtd(pki, max_anonymous_clients="2")
+    try:
+        theirs = anonymous_scenario(lvd.served, lvd.daemon.socket_ro)
+    finally:
+        lvd.daemon.stop()
+    assert mine == theirs
+    assert [s for _, s in mine] == [[1], "waiting", 1, [1], "waiting", 1, [0]]
+    assert "2 not authenticated (max_anonymous_clients 2): not accepting new connections" in log
+    assert "1 not authenticated (max_anonymous_clients 2): accepting new connections again" in log
