@@ -6,6 +6,7 @@ kill, and for a close() of the caller's own); keepalive answered both ways."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from pyvirt._constants import (
 )
 from pyvirt.connection import open as open_connection
 from pyvirt.errors import PyvirtError
+from pyvirt.rpc.client import RPCClient
 
 from .scriptlib import SYSTEM_PYTHON, run_script
 
@@ -409,3 +411,23 @@ def test_call_timeout_and_big_call_in_the_callers_thread(own_daemon: Pyvirtd) ->
         assert threading.active_count() == threads  # (the other thread ran the loop itself)
     finally:
         client.close()
+
+
+def test_closed_connections_leave_nothing_for_the_collector(own_daemon: Pyvirtd) -> None:
+    """A closed connection's objects go with their last reference: none waits in a reference
+    cycle for the garbage collector (which would keep them, and their loop, until it runs)."""
+    def clients() -> set[int]:  # (other tests of this process may still hold some)
+        return {id(o) for o in gc.get_objects() if isinstance(o, RPCClient)}
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = clients()
+        for _ in range(5):
+            conn = open_connection(own_daemon.uri())
+            assert conn.numOfDomains() == 0
+            conn.close()
+        del conn
+        assert clients() - before == set()
+    finally:
+        gc.enable()

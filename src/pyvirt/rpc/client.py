@@ -207,7 +207,7 @@ class _Wire(asyncio.Protocol):
     transport; :meth:`drain` waits only while asyncio's flow control has paused us."""
 
     def __init__(self, client: RPCClient) -> None:
-        self.client = client
+        self.client: RPCClient | None = client
         self.transport: asyncio.Transport | None = None
         #: The first byte that arrives, when asked for (:meth:`expect_first_byte`).
         self._first: asyncio.Future[bytes] | None = None
@@ -227,7 +227,8 @@ class _Wire(asyncio.Protocol):
             data = data[1:]
             if not data:
                 return
-        self.client._received(data)
+        if self.client is not None:
+            self.client._received(data)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: the connection is over
@@ -244,7 +245,9 @@ class _Wire(asyncio.Protocol):
         self._wake(exc or ConnectionResetError("Connection lost"))
         if not self.lost.done():
             self.lost.set_result(None)
-        self.client._lost(exc)
+        client, self.client = self.client, None  # (no cycle left for the collector)
+        if client is not None:
+            client._lost(exc)
 
     def pause_writing(self) -> None:
         self._paused = True
