@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ import pytest
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
 from pyvirt.rpc import procedures, xdr
-from pyvirt.rpc.client import ClientState, ConnectionClosed, RPCClient
+from pyvirt.rpc.client import ClientState, ConnectionClosed, RPCClient, _Wire
 from pyvirt.rpc.procedures import PROCEDURES, Procedure
 from pyvirt.rpc.protocol import (
     FrameDecoder,
@@ -446,6 +447,55 @@ def test_peer_hangup_fails_pending_calls_and_fires_close_callback(tmp_path: Path
     assert isinstance(err, ConnectionClosed)
     assert (err.code, err.domain) == (codes.VIR_ERR_SYSTEM_ERROR, codes.VIR_FROM_RPC)
     assert len(closes) == 1 and isinstance(closes[0], ConnectionClosed)
+
+
+def test_peer_hanging_up_at_once_is_an_end_of_file(tmp_path: Path) -> None:
+    """A server that closes the connection as soon as it accepts it (as a daemon refusing the
+    client does): connecting succeeds, the first call fails with the end of the connection, and
+    the close callback fires once."""
+    async def main() -> None:
+        path = str(tmp_path / "rude.sock")
+        hung_up = asyncio.Event()
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+            hung_up.set()
+        server = await asyncio.start_unix_server(accepted, path)
+        try:
+            for _ in range(20):  # the hang-up lands before or after the client takes over
+                hung_up.clear()
+                client = await RPCClient.connect_unix(path)
+                closes: list[PyvirtError | None] = []
+                client.add_close_callback(closes.append)
+                await hung_up.wait()
+                with pytest.raises(ConnectionClosed,
+                                   match="End of file while reading data|Connection reset"):
+                    await client.call("CONNECT_GET_TYPE")
+                assert len(closes) == 1 and isinstance(closes[0], ConnectionClosed)
+                await client.abort()
+        finally:
+            server.close()
+    asyncio.run(main())
+
+
+def test_connection_lost_before_the_client_takes_it_over() -> None:
+    """The socket's end can be seen before the client has taken it over (between the transport's
+    creation and the end of a TLS set-up): the client then starts as ended, with the end of file
+    as its reason, rather than refusing the socket."""
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        client = RPCClient()
+        wire = _Wire(client)
+        await asyncio.get_running_loop().create_unix_connection(lambda: wire, sock=ours)
+        theirs.close()
+        await asyncio.wait_for(wire.lost, 5)
+        client._attach(wire, "the peer")
+        assert client.state == ClientState.CLOSED
+        with pytest.raises(ConnectionClosed, match="End of file while reading data: "
+                                                   "Input/output error \\(from the peer\\)"):
+            await client.call("CONNECT_GET_TYPE")
+        await client.abort()
+    asyncio.run(main())
 
 
 def test_garbage_from_peer_is_a_protocol_error(tmp_path: Path) -> None:

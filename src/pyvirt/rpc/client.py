@@ -215,6 +215,8 @@ class _Wire(asyncio.Protocol):
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Why the connection was lost (None: an end of file, or our own close).
+        self.lost_by: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -243,6 +245,7 @@ class _Wire(asyncio.Protocol):
                 self._first.set_exception(exc)
                 self._first.exception()
         self._wake(exc or ConnectionResetError("Connection lost"))
+        self.lost_by = exc
         if not self.lost.done():
             self.lost.set_result(None)
         client, self.client = self.client, None  # (no cycle left for the collector)
@@ -409,7 +412,7 @@ class RPCClient:
         self._state = ClientState.RUNNING
         self.last_received = self._loop.time()
         if wire.lost.done():  # lost before we took it over
-            self._lost(None)
+            self._lost(wire.lost_by)
 
     @property
     def state(self) -> ClientState:
@@ -625,6 +628,8 @@ class RPCClient:
 
     def _lost(self, exc: Exception | None) -> None:
         """The socket is closed: by us (a goodbye, a shutdown), by the peer, or by an error."""
+        if self._state == ClientState.IDLE:
+            return  # still connecting: _attach() reports it
         if self._state != ClientState.RUNNING or self._goodbye:
             self._shutdown(None)
             return
