@@ -61,7 +61,6 @@ DEFAULT_SOCKET_RO = "/run/libvirt/libvirt-sock-ro"
 EventHandler = Callable[[Procedure, Any], None]
 CloseCallback = Callable[[PyvirtError | None], None]
 
-_READ_CHUNK = 256 * 1024
 #: libvirt's VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX: the largest data frame its client sends.
 _STREAM_CHUNK = 256 * 1024 - 24
 
