@@ -95,6 +95,17 @@ def device_ids(argv: list[str]) -> dict[str, dict[str, object]]:
     return out
 
 
+def _listening(path: Path) -> bool:
+    """Whether a UNIX socket at ``path`` accepts connections. QEMU binds its monitor socket, then
+    listens: a connect in between is refused, although the file exists."""
+    with open("/proc/net/unix") as table:
+        for line in table:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == str(path) and int(fields[3], 16) & 0x10000:
+                return True  # (__SO_ACCEPTCON: listening)
+    return False
+
+
 @pytest.mark.parametrize("doc", CASES, ids=lambda p: p.stem)
 def test_qemu_builds_the_devices(doc: Path, workdir: Path) -> None:
     if doc.stem in NOT_STARTABLE:
@@ -111,7 +122,7 @@ def test_qemu_builds_the_devices(doc: Path, workdir: Path) -> None:
                                 cwd=workdir)
     try:
         deadline = time.monotonic() + 20
-        while not mon_path.exists():
+        while not _listening(mon_path):
             if qemu.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"QEMU did not start: {(workdir / 'qemu.log').read_text()}")
             time.sleep(0.02)
