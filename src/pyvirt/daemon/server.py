@@ -755,8 +755,7 @@ class Daemon:
             nonlocal made
             made = True  # the transport owns the socket from here
             return listening.protocol(slot)()
-        try:
-            conn.setblocking(False)
+        try:  # (connect_accepted_socket makes it non-blocking, on asyncio's loop and uvloop's)
             if listening.plan.kind != "unix":  # small replies leave at once (as asyncio's servers)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await asyncio.get_running_loop().connect_accepted_socket(factory, conn)
