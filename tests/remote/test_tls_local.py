@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""pyvirt's TLS contexts and CRL checks on their own, over memory BIOs: what each side sends, and
-the CRL rules pyvirtd applies after the handshake compared with OpenSSL's own CRL check."""
+"""pyvirt's TLS contexts and CRL checks on their own, over memory BIOs: what each side sends, the
+CRL rules pyvirtd applies after the handshake compared with OpenSSL's own CRL check, and the server's
+ServerHello sent ahead of its flight."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import socket
 import ssl
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pyvirt.rpc import tls
+from pyvirt.rpc import openssl_ext, tls
 
 from . import tlspki
 
@@ -251,3 +254,148 @@ def test_a_clients_only_key_share_is_taken(pki: tlspki.PKI, curve: str | None,
     whatever it is."""
     flight = _server_flight(pki, _openssl_client_hello(pki, curve))
     assert _chosen_group(flight) == (group, False)
+
+
+# ---- the ServerHello first (openssl_ext.early_server_hello) ----
+
+def _records(data: bytes) -> list[tuple[int, bytes]]:
+    """The TLS records in ``data``: (content type, fragment)."""
+    records, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos + 3:pos + 5], "big")
+        records.append((data[pos], data[pos + 5:pos + 5 + size]))
+        pos += 5 + size
+    assert pos == len(data), "a record cut short"
+    return records
+
+
+def _finish(srv: ssl.SSLObject, s_in: ssl.MemoryBIO, s_out: ssl.MemoryBIO,
+            cli: ssl.SSLObject, c_in: ssl.MemoryBIO, c_out: ssl.MemoryBIO) -> None:
+    """Carry a started handshake to its end on both sides."""
+    def step(side: ssl.SSLObject) -> bool:
+        try:
+            side.do_handshake()
+            return True
+        except ssl.SSLWantReadError:
+            return False
+
+    for _ in range(8):
+        client_done = step(cli)
+        s_in.write(c_out.read())
+        server_done = step(srv)
+        c_in.write(s_out.read())
+        if client_done and server_done:
+            return
+    raise AssertionError("handshake did not finish")
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2],
+                         ids=["TLSv1.3", "TLSv1.2"])
+def test_server_hello_is_handed_over_before_the_rest_of_the_flight(pki: tlspki.PKI,
+                                                                   version: ssl.TLSVersion) -> None:
+    """As GnuTLS (libvirtd) sends it: the ServerHello alone, as soon as it is written, so that
+    the client works out the key exchange while the server signs; then the rest of the flight,
+    and the client completes the handshake with both. Once per connection."""
+    server, _ = tls.server_context(_server_files(pki))
+    client = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    client.maximum_version = version
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_side=False)
+    with pytest.raises(ssl.SSLWantReadError):
+        cli.do_handshake()
+    s_in.write(c_out.read())
+    early: list[bytes] = []
+    openssl_ext.ServerHelloSink.send = lambda: early.append(s_out.read())
+    try:
+        with pytest.raises(ssl.SSLWantReadError):
+            srv.do_handshake()
+        rest = s_out.read()
+        assert len(early) == 1
+        assert [(kind, fragment[0]) for kind, fragment in _records(early[0])] == [(22, 2)]
+        if version == ssl.TLSVersion.TLSv1_3:
+            assert _chosen_group(early[0]) == (0x001D, False)
+        # then the rest: in TLS 1.3 the compatibility ChangeCipherSpec and the encrypted
+        # handshake; in TLS 1.2 the certificate, key exchange, request and ServerHelloDone
+        assert rest and _records(rest)[0][0] in (20, 22)
+        c_in.write(early[0] + rest)
+        _finish(srv, s_in, s_out, cli, c_in, c_out)
+        assert len(early) == 1  # the server let go after its ServerHello
+    finally:
+        openssl_ext.ServerHelloSink.send = None
+    assert srv.version() == cli.version() == {ssl.TLSVersion.TLSv1_3: "TLSv1.3",
+                                              ssl.TLSVersion.TLSv1_2: "TLSv1.2"}[version]
+
+
+def test_without_a_sink_the_flight_leaves_whole(pki: tlspki.PKI) -> None:
+    """Whoever runs a server handshake without a sink (nothing to send the ServerHello with)
+    gets OpenSSL's own flight: the ServerHello and the rest together."""
+    flight = _server_flight(pki, _openssl_client_hello(pki, None))
+    kinds = [kind for kind, _ in _records(flight)]
+    assert kinds[0] == 22 and len(kinds) > 2
+    assert _chosen_group(flight) == (0x001D, False)
+
+
+def test_pyvirtd_writes_its_server_hello_on_its_own(pki: tlspki.PKI) -> None:
+    """pyvirtd's TLS acceptor, on a real socket: its first write is the ServerHello alone, its
+    second the rest of the flight; the client then gets the confirmation byte."""
+    from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
+
+    server, revocations = tls.server_context(_server_files(pki))
+    client = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    writes: list[bytes] = []
+
+    class Recording(asyncio.Protocol):  # the client connection pyvirtd would make
+        pass
+
+    async def run() -> bytes:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        acceptor = TLSAcceptor(ServerTLS(server, _server_files(pki), True, (), revocations),
+                               Recording)
+        transport, _ = await loop.connect_accepted_socket(lambda: acceptor, ours)
+        write = transport.write
+
+        def recorded(data: bytes | bytearray | memoryview) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        transport.write = recorded  # type: ignore[method-assign]
+        theirs.setblocking(False)
+        c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        cli = client.wrap_bio(c_in, c_out, server_side=False)
+        received = b""
+        try:
+            while True:
+                try:
+                    cli.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pass
+                await loop.sock_sendall(theirs, c_out.read())
+                data = await asyncio.wait_for(loop.sock_recv(theirs, 65536), 10)
+                assert data, "pyvirtd hung up"
+                c_in.write(data)
+            await loop.sock_sendall(theirs, c_out.read())
+            while not received:
+                try:
+                    received = cli.read(16)
+                except ssl.SSLWantReadError:
+                    c_in.write(await asyncio.wait_for(loop.sock_recv(theirs, 65536), 10))
+        finally:
+            transport.close()
+            theirs.close()
+        return received
+
+    assert asyncio.run(run()) == tls.CONFIRMATION
+    assert [(kind, fragment[0]) for kind, fragment in _records(writes[0])] == [(22, 2)]
+    assert _records(writes[1])[0][0] == 20  # TLS 1.3's ChangeCipherSpec, then the rest
+
+
+def test_no_server_hello_sent_ahead_where_the_layout_is_not_known(
+        pki: tlspki.PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From OpenSSL 3.2 on an SSL is laid out otherwise: nothing is set, OpenSSL's own flight."""
+    monkeypatch.setattr(ssl, "OPENSSL_VERSION_INFO", (3, 2, 0, 0, 0))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    assert openssl_ext.early_server_hello(ctx) is False
+

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, cast
 
 from pyvirt.daemon.config import DaemonConfig
 from pyvirt.daemon.instance import ServedInstance
+from pyvirt.rpc.openssl_ext import ServerHelloSink
 from pyvirt.rpc.tls import (
     CONFIRMATION,
     SYSTEM_PKI,
@@ -261,6 +262,7 @@ class TLSAcceptor(asyncio.Protocol):
     def _handshake(self) -> None:
         import ssl
 
+        ServerHelloSink.send = self.flush  # (pyvirt.rpc.openssl_ext.early_server_hello)
         try:
             self.sslobj.do_handshake()
         except ssl.SSLWantReadError:
@@ -269,6 +271,8 @@ class TLSAcceptor(asyncio.Protocol):
         except ssl.SSLError as exc:
             self._refuse(f"TLS handshake failed: {_why(exc)}")
             return
+        finally:
+            ServerHelloSink.send = None
         # What the handshake left to send (TLS 1.2's last flight) goes out with the
         # confirmation byte, in one segment, once the certificate passes.
         dn = "(not checked: tls_no_verify_certificate)"

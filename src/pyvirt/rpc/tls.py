@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
-from pyvirt.rpc.openssl_ext import no_auto_chain, prefer_x25519
+from pyvirt.rpc.openssl_ext import early_server_hello, no_auto_chain, prefer_x25519
 
 if TYPE_CHECKING:
     import ssl
@@ -654,6 +654,7 @@ def server_context(files: PKIFiles, *,
     _load_chain(ctx, files)
     ctx.verify_mode = ssl.CERT_REQUIRED if verify_clients else ssl.CERT_NONE
     prefer_x25519(ctx)
+    early_server_hello(ctx)
     return ctx, revocations if verify_clients else None
 
 
