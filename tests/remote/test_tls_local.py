@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """pyvirt's TLS contexts and CRL checks on their own, over memory BIOs: what each side sends, the
-CRL rules pyvirtd applies after the handshake compared with OpenSSL's own CRL check, and the server's
-ServerHello sent ahead of its flight."""
+CRL rules pyvirtd applies after the handshake compared with OpenSSL's own CRL check, the server's
+ServerHello sent ahead of its flight, and the client chains a server remembers as verified."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -399,3 +400,94 @@ def test_no_server_hello_sent_ahead_where_the_layout_is_not_known(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     assert openssl_ext.early_server_hello(ctx) is False
 
+
+# ---- verified chains remembered (openssl_ext.remember_verified_chains) ----
+
+def _remembered(ctx: ssl.SSLContext) -> dict[bytes, float]:
+    ptr = openssl_ext._ssl_ctx_pointer(ctx)
+    assert ptr is not None
+    return openssl_ext._verified[ptr]
+
+
+def _client_dir(pki: tlspki.PKI, base: Path, ident: tlspki.Identity,
+                cert_der: bytes | None = None) -> tls.PKIFiles:
+    base.mkdir(parents=True)
+    (base / "cacert.pem").write_bytes(pki.ca.cert_pem())
+    pem = ident.cert_pem() if cert_der is None else ssl.DER_cert_to_PEM_cert(cert_der).encode()
+    (base / "clientcert.pem").write_bytes(pem)
+    (base / "clientkey.pem").write_bytes(ident.key_pem())
+    return tls.PKIFiles.flat(base, server=False)
+
+
+def test_a_verified_chain_is_taken_as_verified_when_it_comes_again(pki: tlspki.PKI) -> None:
+    server, _ = tls.server_context(_server_files(pki))
+    good = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    assert _remembered(server) == {}
+    assert _handshake(server, good)[2] is None
+    ((key, deadline),) = _remembered(server).items()
+    assert _der(pki.clients["good"].cert) in key
+    assert 0 < deadline - time.monotonic() <= openssl_ext.VERIFIED_FOR
+    # again: taken as verified (verifying again would have set a later deadline)
+    assert _handshake(server, good)[2] is None
+    assert _remembered(server) == {key: deadline}
+    # past its deadline: verified again, and remembered anew
+    _remembered(server)[key] = time.monotonic() - 1
+    assert _handshake(server, good)[2] is None
+    assert _remembered(server)[key] > time.monotonic()
+
+
+@pytest.mark.parametrize(("client", "words"), [
+    ("otherca", "unable to get local issuer certificate"),
+    ("expired", "certificate has expired"),
+    ("cacert", None),  # verified by OpenSSL, refused by libvirt's checks after the handshake
+])
+def test_a_refused_chain_is_never_remembered(pki: tlspki.PKI, client: str,
+                                             words: str | None) -> None:
+    server, _ = tls.server_context(_server_files(pki))
+    good = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    other = tls.client_context(tls.PKIFiles.flat(pki.pkipath(client), server=False))
+    assert _handshake(server, good)[2] is None
+    remembered = dict(_remembered(server))
+    for _ in range(2):
+        assert _handshake(server, other)[2] == words
+        if words is None:  # OpenSSL's verdict is remembered, libvirt's checks run every time
+            assert len(_remembered(server)) == 2
+            with pytest.raises(tls.PeerRefused):
+                tls.check_peer(_der(pki.clients[client].cert), server_side=True)
+        else:
+            assert _remembered(server) == remembered
+
+
+def test_a_forged_certificate_is_not_taken_for_a_remembered_one(pki: tlspki.PKI,
+                                                                tmp_path: Path) -> None:
+    """The chain is remembered byte for byte: the good client's certificate with another name
+    in it (and the good signature) is verified, and refused."""
+    server, _ = tls.server_context(_server_files(pki))
+    good = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    assert _handshake(server, good)[2] is None
+    genuine = _der(pki.clients["good"].cert)
+    assert genuine.count(b"client1") == 1
+    forged = genuine.replace(b"client1", b"client2")
+    files = _client_dir(pki, tmp_path / "forged", pki.clients["good"], forged)
+    assert _handshake(server, tls.client_context(files))[2] == "certificate signature failure"
+
+
+def test_a_chain_is_remembered_no_longer_than_it_is_valid(pki: tlspki.PKI,
+                                                          tmp_path: Path) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    brief = tlspki.issue(pki.ca, pki.clients["good"].cert.subject, server=False,
+                         not_after=now + datetime.timedelta(seconds=100))
+    server, _ = tls.server_context(_server_files(pki))
+    assert _handshake(server, tls.client_context(_client_dir(pki, tmp_path / "c", brief)))[2] is None
+    ((_, deadline),) = _remembered(server).items()
+    assert 90 < deadline - time.monotonic() <= 100
+
+
+def test_no_chain_is_remembered_where_openssl_checks_a_crl(pki: tlspki.PKI) -> None:
+    """A CRL may change while the context serves: such a context verifies every time."""
+    files = _server_files(pki)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_verify_locations(cafile=str(files.cacert))
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    assert openssl_ext.remember_verified_chains(ctx) is False
+    assert openssl_ext._ssl_ctx_pointer(ctx) not in openssl_ext._verified

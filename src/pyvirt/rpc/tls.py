@@ -53,7 +53,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import PyvirtError
-from pyvirt.rpc.openssl_ext import early_server_hello, no_auto_chain, prefer_x25519
+from pyvirt.rpc.openssl_ext import (
+    early_server_hello,
+    no_auto_chain,
+    prefer_x25519,
+    remember_verified_chains,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -655,6 +660,8 @@ def server_context(files: PKIFiles, *,
     ctx.verify_mode = ssl.CERT_REQUIRED if verify_clients else ssl.CERT_NONE
     prefer_x25519(ctx)
     early_server_hello(ctx)
+    if verify_clients:
+        remember_verified_chains(ctx)
     return ctx, revocations if verify_clients else None
 
 
