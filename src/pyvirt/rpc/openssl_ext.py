@@ -10,6 +10,7 @@ object, and otherwise changes nothing: OpenSSL's default behaviour, slower but c
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -140,20 +141,42 @@ def _x25519_not_first(key_shares: bytes) -> bool:
     return False
 
 
-def _on_client_hello(ssl_ptr: int, alert: object, arg: object) -> int:
-    """OpenSSL's ClientHello callback (see :func:`prefer_x25519`). Never fails a handshake."""
+#: What the ClientHello callback does for a connection of a context (its argument): bits.
+_X25519_FIRST = 1
+_SERVER_HELLO_FIRST = 2
+_client_hello_wants: weakref.WeakKeyDictionary[ssl.SSLContext, int] = weakref.WeakKeyDictionary()
+
+
+def _on_client_hello(ssl_ptr: int, alert: object, arg: int | None) -> int:
+    """OpenSSL's ClientHello callback (see :func:`prefer_x25519` and
+    :func:`early_server_hello`). Never fails a handshake."""
     import ctypes
 
     try:
         lib = _libssl()
-        data, size = ctypes.c_void_p(), ctypes.c_size_t()
-        if (lib.SSL_client_hello_get0_ext(ssl_ptr, _TLSEXT_KEY_SHARE, ctypes.byref(data),
-                                          ctypes.byref(size)) == 1 and data.value
-                and _x25519_not_first(ctypes.string_at(data.value, size.value))):
-            lib.SSL_ctrl(ssl_ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, b"X25519")
+        wants = arg or 0
+        if wants & _SERVER_HELLO_FIRST:  # this connection's own message callback, from here on
+            lib.SSL_callback_ctrl(ssl_ptr, _SSL_CTRL_SET_MSG_CALLBACK, _message_callback())
+        if wants & _X25519_FIRST:
+            data, size = ctypes.c_void_p(), ctypes.c_size_t()
+            if (lib.SSL_client_hello_get0_ext(ssl_ptr, _TLSEXT_KEY_SHARE, ctypes.byref(data),
+                                              ctypes.byref(size)) == 1 and data.value
+                    and _x25519_not_first(ctypes.string_at(data.value, size.value))):
+                lib.SSL_ctrl(ssl_ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, b"X25519")
     except Exception:  # noqa: BLE001 - an exception here must not reach OpenSSL
         pass
     return _SSL_CLIENT_HELLO_SUCCESS
+
+
+def _on_client_hello_also(ctx: ssl.SSLContext, what: int) -> bool:
+    """Have the ClientHello callback of ``ctx`` do ``what`` too; False when it cannot be set."""
+    ptr = _ssl_ctx_pointer(ctx)
+    if ptr is None:
+        return False
+    wants = _client_hello_wants.get(ctx, 0) | what
+    _client_hello_wants[ctx] = wants
+    _libssl().SSL_CTX_set_client_hello_cb(ptr, _client_hello_callback(), wants)
+    return True
 
 
 @lru_cache(maxsize=1)
@@ -175,11 +198,7 @@ def prefer_x25519(ctx: ssl.SSLContext) -> bool:
     then has X25519 only), so no client is ever asked to retry with another group. This goes
     through ctypes (OpenSSL's ClientHello callback); False, with nothing changed, when that
     cannot be made sure of."""
-    ptr = _ssl_ctx_pointer(ctx)
-    if ptr is None:
-        return False
-    _libssl().SSL_CTX_set_client_hello_cb(ptr, _client_hello_callback(), None)
-    return True
+    return _on_client_hello_also(ctx, _X25519_FIRST)
 
 
 # ---- the ServerHello first ----
@@ -259,19 +278,16 @@ def early_server_hello(ctx: ssl.SSLContext) -> bool:
     message is written. The client can then work out the key exchange while the server is still
     signing: 35 to 60 µs less per connection for python3-libvirt on this project's machine.
     The bytes go out through :attr:`ServerHelloSink.send` (nothing is sent while it is None).
-    Every connection of ``ctx`` calls a Python function for its first few messages, until the
-    ServerHello. This goes through ctypes (OpenSSL's message callback, and the buffering BIO of
-    OpenSSL 1.1.1 to 3.1, checked against OpenSSL's own calls on every connection); False, with
-    nothing changed, when that cannot be made sure of."""
+    Each connection of ``ctx`` gets a message callback from its ClientHello on (set by the
+    ClientHello callback), called twice, until its ServerHello. This goes through ctypes
+    (OpenSSL's ClientHello and message callbacks, and the buffering BIO of OpenSSL 1.1.1 to 3.1,
+    checked against OpenSSL's own calls on every connection); False, with nothing changed, when
+    that cannot be made sure of."""
     import ssl
 
     if ssl.OPENSSL_VERSION_INFO[:2] not in ((1, 1), (3, 0), (3, 1)):
         return False
-    ptr = _ssl_ctx_pointer(ctx)
-    if ptr is None:
-        return False
-    _libssl().SSL_CTX_callback_ctrl(ptr, _SSL_CTRL_SET_MSG_CALLBACK, _message_callback())
-    return True
+    return _on_client_hello_also(ctx, _SERVER_HELLO_FIRST)
 
 
 # ---- verified client chains, remembered ----
