@@ -20,11 +20,16 @@ meanwhile weighs on both alike:
 - for both, the daemon's own CPU time (user + system, all its threads, from /proc) per open and
   per pair: what the server spends, whatever else the machine is doing at the time.
 
-Each figure is the median of ``--runs`` such processes (which alternate the server that starts),
-printed with the ratio pyvirtd/libvirtd (time: lower is better; pairs/s: higher is better).
+Each figure is the median of such processes (which alternate the server that starts):
+``--open-runs`` for connection set-up, ``--runs`` for round trips, printed with the ratio
+pyvirtd/libvirtd (time: lower is better; pairs/s: higher is better), and for set-up the range
+of the ratio over the runs. On this machine set-up times drift by 10-15% from one minute to the
+next, and pyvirtd's more than libvirtd's, so one run's ratio says little: set-up takes more,
+shorter runs (a run of 100 opens is well under a second per server).
 Target (issue 8 "Speed"): no slower than libvirtd.
 
-Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--duration SECONDS] [--runs N]
+Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--open-runs N] [--duration SECONDS]
+       [--runs N]
 """
 
 from __future__ import annotations
@@ -155,6 +160,7 @@ def main() -> int:
     ap.add_argument("--opens", type=int, default=100)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--open-runs", type=int, default=9)
     args = ap.parse_args()
 
     base = short_tmpdir("bench-tls-")
@@ -184,14 +190,15 @@ def main() -> int:
                 ("lookupByName+info pairs/s", "calls", args.duration, "pairs_per_s",
                  "(higher is better)"),
                 ("server CPU ms per pair", "calls", args.duration, "calls_cpu_ms", "")]
-        print(f"TLS over 127.0.0.1, median of {args.runs} runs ({args.opens} opens, "
-              f"{args.duration:g} s of calls each)")
+        print(f"TLS over 127.0.0.1: medians of {args.open_runs} runs of {args.opens} opens, "
+              f"of {args.runs} runs of {args.duration:g} s of calls")
         print(f"{'':46}{'pyvirtd':>10}{'libvirtd':>10}{'ratio':>8}")
         for client in CLIENTS:
             results: dict[tuple[str, str], list[dict[str, float]]] = {}
-            for run in range(args.runs):
-                order = ["pyvirtd", "libvirtd"] if run % 2 == 0 else ["libvirtd", "pyvirtd"]
-                for phase, amount in (("open", args.opens), ("calls", args.duration)):
+            for phase, runs, amount in (("open", args.open_runs, args.opens),
+                                        ("calls", args.runs, args.duration)):
+                for run in range(runs):
+                    order = ["pyvirtd", "libvirtd"] if run % 2 == 0 else ["libvirtd", "pyvirtd"]
                     got = measure(client, phase, {name: uris[name] for name in order}, amount,
                                   pids)
                     for name, result in got.items():
@@ -200,6 +207,11 @@ def main() -> int:
                 ours, theirs = (statistics.median(r[key] for r in results[(name, phase)])
                                 for name in ("pyvirtd", "libvirtd"))
                 digits = 0 if key == "pairs_per_s" else (3 if "cpu" in key else 2)
+                if key == "open_ms":
+                    ratios = [a[key] / b[key] for a, b in zip(results[("pyvirtd", phase)],
+                                                               results[("libvirtd", phase)],
+                                                               strict=True)]
+                    note += f" (runs: {min(ratios):.2f}-{max(ratios):.2f}x)"
                 print(f"{client + ', ' + label:46}{ours:10.{digits}f}{theirs:10.{digits}f}"
                       f"{ours / theirs:7.2f}x {note}")
     finally:
