@@ -3,8 +3,8 @@
 on (:mod:`pyvirt.rpc.tls` uses these for its contexts): sending one's certificate file only
 (no chain rebuilt on every handshake), taking a client's X25519 key share, sending a server's
 ServerHello as soon as it is written, and remembering the client certificate chains a server has
-verified. Each first makes sure it reaches the right library and
-object, and otherwise changes nothing: OpenSSL's default behaviour, slower but correct.
+verified. Each first makes sure it reaches the right library and object, and otherwise changes
+nothing: OpenSSL's default behaviour, slower but correct.
 """
 
 from __future__ import annotations
@@ -53,6 +53,17 @@ def _libssl() -> Any:
     version.restype, version.argtypes = ctypes.c_char_p, [ctypes.c_int]
     if version(0) != ssl.OPENSSL_VERSION.encode():
         return None
+    try:
+        _declare(lib)
+    except AttributeError:
+        return None  # an OpenSSL without one of them (before 1.1.1)
+    return lib
+
+
+def _declare(lib: Any) -> None:
+    """The signatures of the OpenSSL functions this module calls."""
+    import ctypes
+
     lib.SSL_CTX_get_options.restype = ctypes.c_uint64
     lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
     lib.SSL_CTX_ctrl.restype = ctypes.c_long
@@ -93,7 +104,6 @@ def _libssl() -> Any:
     lib.SSL_client_hello_get0_ext.argtypes = [ctypes.c_void_p, ctypes.c_uint,
                                               ctypes.POINTER(ctypes.c_void_p),
                                               ctypes.POINTER(ctypes.c_size_t)]
-    return lib
 
 
 def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int | None:
@@ -391,9 +401,9 @@ def remember_verified_chains(ctx: ssl.SSLContext) -> bool:
     validity of any certificate in it. A client that reconnects (libvirt clients open a
     connection per command) then costs the server a chain verification less per handshake:
     about 40 of the 330 µs OpenSSL 3.0 takes here over a client's certificate flight (hot,
-    this callback's cost deducted). The outcome is the
-    same for every chain: the CA store of a context does not change once it serves, and its
-    verification depends only on the certificates, the store and the time. Not for a context
+    this callback's cost deducted). The outcome is the same for every chain: the CA store of a
+    context does not change once it serves (pyvirtd reads its files at start-up, as libvirtd),
+    and a verification depends only on the certificates, the store and the time. Not for a context
     that checks CRLs during verification (a CRL may change); pyvirt's server checks its CRL
     after the handshake (:class:`pyvirt.rpc.tls.Revocations`). This goes through ctypes
     (OpenSSL's SSL_CTX_set_cert_verify_callback); False, with nothing changed, when that cannot
@@ -405,8 +415,6 @@ def remember_verified_chains(ctx: ssl.SSLContext) -> bool:
     ptr = _ssl_ctx_pointer(ctx)
     if ptr is None:
         return False
-    import weakref
-
     _verified[ptr] = {}
     weakref.finalize(ctx, _verified.pop, ptr, None)  # before the SSL_CTX's address is reused
     _libssl().SSL_CTX_set_cert_verify_callback(ptr, _verify_callback(), ptr)
