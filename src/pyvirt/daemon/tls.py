@@ -20,9 +20,11 @@ At start-up the files are read and libvirt's sanity checks run on the server cer
 CA (unless ``tls_no_sanity_certificate = 1``); any fault stops the daemon with the file (and the
 pyvirtd.conf key) named.
 
-Per connection (:class:`TLSAcceptor`): the TLS handshake, during which OpenSSL verifies the
+Per connection (:class:`TLSAcceptor`): the TLS handshake, its ServerHello sent ahead of the rest
+of the server's first flight as libvirtd's GnuTLS sends it, during which OpenSSL verifies the
 client's certificate against the CA (a certificate is required unless
-``tls_no_verify_certificate = 1``); then the CRL (read once at start-up:
+``tls_no_verify_certificate = 1``; a chain verified in the last five minutes, byte for byte, is
+taken as verified: :func:`pyvirt.rpc.openssl_ext.remember_verified_chains`); then the CRL (read once at start-up:
 :class:`pyvirt.rpc.tls.Revocations`) and libvirt's own checks of that certificate
 (:func:`pyvirt.rpc.tls.check_peer`: dates, ``tls_allowed_dn_list``, basic constraints, key usage
 and purpose); then the byte 0x01; only then does the connection become a
