@@ -2,10 +2,14 @@
 """max_clients on a real pyvirtd process (on uvloop, as it runs) and on a private libvirtd 9.0,
 through raw sockets: at the limit neither daemon accepts, so one more client connects (the
 kernel's backlog) and waits, unanswered but not hung up on, until a client leaves -- on every
-socket alike. (max_anonymous_clients is tested with SASL in tests/remote/test_sasl.py.)"""
+socket alike. (max_anonymous_clients is tested with SASL in tests/remote/test_sasl.py.) The same
+for a daemon out of file descriptors, which rests its socket for 5 s."""
 
 from __future__ import annotations
 
+import os
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +67,60 @@ def test_max_clients_like_libvirtd(own_root: Path) -> None:
     assert "1 clients (max_clients 2), 0 not authenticated (max_anonymous_clients 2): " \
            "accepting new connections again" in log
     assert "refused" not in log
+
+
+# ---- out of descriptors ----
+
+def _starve(pid: int) -> tuple[int, int]:
+    """Make ``pid`` unable to open one more descriptor (its soft RLIMIT_NOFILE at its lowest free
+    descriptor number); returns its limits before, to restore."""
+    before = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = min(set(range(len(used) + 1)) - used)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, before[1]))
+    return before
+
+
+def emfile_scenario(pid: int, unix: str) -> list[tuple[str, Any]]:
+    """A daemon out of descriptors cannot accept: it rests its socket for 5 s (not retrying
+    at once, which would spin), the client waits in the backlog, and is accepted after the rest
+    even though descriptors are free again before it ends; connected clients are served all
+    along."""
+    seen: list[tuple[str, Any]] = []
+    with Raw.unix(unix) as first:
+        first.open()
+        before = _starve(pid)
+        try:
+            second = ask(Raw.unix(unix))  # the kernel's backlog takes it
+            starved = time.monotonic()
+            seen.append(("second, out of descriptors", state(second, 1.0)))
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, before)
+        with second:
+            seen.append(("first calls", first.call("CONNECT_GET_TYPE").type))
+            seen.append(("second, descriptors free, resting", state(second, 2.0)))
+            seen.append(("second, after the rest", state(second, 8.0)))
+            rested = time.monotonic() - starved
+            seen.append(("rested about 5 s", 4.0 <= rested <= 9.0))
+            second.open()
+            seen.append(("second calls", second.call("CONNECT_GET_TYPE").type))
+    return seen
+
+
+def test_out_of_descriptors_like_libvirtd(own_root: Path) -> None:
+    pyvirtd = start_pyvirtd(own_root, config="log_level = 2\n")
+    try:
+        mine = emfile_scenario(pyvirtd.proc.pid, pyvirtd.socket)
+        assert pyvirtd.alive()
+        log = pyvirtd.stderr()
+    finally:
+        pyvirtd.stop()
+    libvirtd = rpc_conftest.start_libvirtd()
+    try:
+        assert Path(f"/proc/{libvirtd.pid}/comm").read_text().strip() == "libvirtd"
+        theirs = emfile_scenario(libvirtd.pid, libvirtd.socket)
+    finally:
+        libvirtd.stop()
+    assert mine == theirs
+    assert [s for _, s in mine] == ["waiting", "QEMU", "waiting", [0], True, "QEMU"]
+    assert "Too many open files; trying again in 5 s" in log
