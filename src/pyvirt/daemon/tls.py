@@ -24,8 +24,8 @@ Per connection (:class:`TLSAcceptor`): the TLS handshake, its ServerHello sent a
 of the server's first flight as libvirtd's GnuTLS sends it, during which OpenSSL verifies the
 client's certificate against the CA (a certificate is required unless
 ``tls_no_verify_certificate = 1``; a chain verified in the last five minutes, byte for byte, is
-taken as verified: :func:`pyvirt.rpc.openssl_ext.remember_verified_chains`); then the CRL (read once at start-up:
-:class:`pyvirt.rpc.tls.Revocations`) and libvirt's own checks of that certificate
+taken as verified: :func:`pyvirt.rpc.openssl_ext.remember_verified_chains`); then the CRL (read
+once at start-up: :class:`pyvirt.rpc.tls.Revocations`) and libvirt's own checks of that certificate
 (:func:`pyvirt.rpc.tls.check_peer`: dates, ``tls_allowed_dn_list``, basic constraints, key usage
 and purpose); then the byte 0x01; only then does the connection become a
 :class:`~pyvirt.daemon.server.ClientConnection` (authentication as for TCP, with the session's
