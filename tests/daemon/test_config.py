@@ -18,7 +18,8 @@ from pyvirt.daemon.config import (
     parse_log_outputs,
 )
 from pyvirt.daemon.instance import OpenRefused, served_instance
-from pyvirt.daemon.server import DaemonOptions, plan_listeners
+from pyvirt.daemon.listen import plan_listeners
+from pyvirt.daemon.server import DaemonOptions
 from pyvirt.errors import ConfigError
 
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""pyvirtd's server: listening sockets, one asyncio protocol per client, calls run concurrently.
+"""pyvirtd's server: accepting on its sockets (:mod:`pyvirt.daemon.listen`), one asyncio protocol
+per client, calls run concurrently.
 
 Each client connection decodes frames as they arrive with a
 :class:`~pyvirt.rpc.protocol.FrameDecoder` (which refuses a bad length word before buffering the
@@ -54,7 +55,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pyvirt.daemon.config import DaemonConfig
 from pyvirt.daemon.dispatch import ClientSession, Dispatcher, HandlerTable, PendingCall
-from pyvirt.daemon.instance import PID_NAME, SOCKET_NAME, SOCKET_RO_NAME, ServedInstance
+from pyvirt.daemon.instance import PID_NAME, ServedInstance
+from pyvirt.daemon.listen import (
+    ClientSlot,
+    Listener,
+    ListeningSocket,
+    bind_tcp,
+    bind_unix,
+    plan_listeners,
+    resolve_group,
+)
 from pyvirt.daemon.streams import ClientStreams
 from pyvirt.errors import OperationFailed, PyvirtError
 from pyvirt.rpc.protocol import (
@@ -70,12 +80,11 @@ from pyvirt.rpc.protocol import (
     encode_message,
 )
 from pyvirt.rpc.xdr import compile_busy_structs
-from pyvirt.uri import SUN_PATH_MAX
 
 if TYPE_CHECKING:
     from pyvirt.connection import virConnect
 
-__all__ = ["Daemon", "DaemonOptions", "Listener", "plan_listeners", "check_config"]
+__all__ = ["Daemon", "DaemonOptions", "check_config"]
 
 log = logging.getLogger("pyvirt.daemon")
 
@@ -96,48 +105,6 @@ _PONG = encode_message(Header(Program.KEEPALIVE, PROTOCOL_VERSION, KeepaliveProc
 
 
 @dataclass(frozen=True)
-class Listener:
-    """One socket to listen on: UNIX (path, read-only or not) or TCP (host, port)."""
-
-    kind: str  # "unix", "tcp" or "tls"
-    path: Path | None = None
-    readonly: bool = False
-    mode: int = 0o700
-    host: str | None = None
-    port: int = 0
-
-    def describe(self) -> str:
-        if self.kind == "unix":
-            return f"{self.path} ({'read-only' if self.readonly else 'read-write'})"
-        return f"{self.kind} {self.host or '*'}:{self.port}"
-
-
-@dataclass(eq=False)
-class ClientSlot:
-    """One accepted connection, as the client limits count it: from accept() until it is gone."""
-
-    #: Its socket asks for authentication, which it has not completed yet.
-    anonymous: bool
-    released: bool = False
-
-
-class _ListeningSocket:
-    """One socket the daemon accepts on, and what its connections become."""
-
-    def __init__(self, sock: socket.socket, plan: Listener, anonymous: bool,
-                 protocol: Callable[[ClientSlot], Callable[[], asyncio.Protocol]]) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.plan = plan
-        #: Its clients start out anonymous (its auth is not "none").
-        self.anonymous = anonymous
-        #: The protocol factory of one accepted connection.
-        self.protocol = protocol
-        #: accept() ran out of descriptors or memory: the socket rests until this timer fires.
-        self.resting: asyncio.TimerHandle | None = None
-
-
-@dataclass(frozen=True)
 class DaemonOptions:
     instance: ServedInstance
     config: DaemonConfig
@@ -145,115 +112,6 @@ class DaemonOptions:
     #: Exit after this many seconds without clients and without running domains.
     timeout: float | None = None
     pid_file: Path | None = None
-
-
-def plan_listeners(options: DaemonOptions) -> list[Listener]:
-    """The sockets to open, or the configuration error that forbids starting."""
-    config, instance = options.config, options.instance
-    sock_dir = Path(config.unix_sock_dir) if config.unix_sock_dir else instance.run_dir
-    plans = [Listener("unix", sock_dir / SOCKET_NAME, False, config.unix_sock_rw_perms)]
-    if instance.has_ro_socket:
-        plans.append(Listener("unix", sock_dir / SOCKET_RO_NAME, True, config.unix_sock_ro_perms))
-    for plan in plans:
-        assert plan.path is not None
-        if len(os.fsencode(plan.path)) >= SUN_PATH_MAX:
-            raise config.error("unix_sock_dir", f"socket path {plan.path} is longer than "
-                                                f"{SUN_PATH_MAX - 1} bytes, the limit of a UNIX "
-                                                "socket; choose a shorter unix_sock_dir or --root")
-    if not options.listen:
-        return plans
-    if config.listen_tls:
-        plans.append(Listener("tls", host=config.listen_addr, port=config.tls_port))
-    if config.listen_tcp:
-        from pyvirt.daemon.sasl import check_tcp_sasl
-
-        check_tcp_sasl(config)  # SCRAM cannot give plain TCP the security layer libvirt requires
-        if config.auth_tcp != "none" or not config.explicit("auth_tcp"):
-            raise config.error("auth_tcp", f'auth_tcp = "{config.auth_tcp}" is not supported by '
-                                           'pyvirtd; TCP without authentication must be asked '
-                                           'for: write auth_tcp = "none" (anyone who can reach '
-                                           "the port gets full control of the host)")
-        plans.append(Listener("tcp", host=config.listen_addr, port=config.tcp_port))
-    return plans
-
-
-def _resolve_group(config: DaemonConfig) -> int | None:
-    if config.unix_sock_group is None:
-        return None
-    import grp
-
-    name = config.unix_sock_group
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        if name.isdigit():
-            return int(name)
-    raise config.error("unix_sock_group", f"unix_sock_group: no group named '{name}'")
-
-
-def _bind_unix(plan: Listener, gid: int | None, backlog: int) -> socket.socket:
-    assert plan.path is not None
-    path = plan.path
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # stale: left by a daemon that did not exit cleanly
-        else:
-            raise OperationFailed(f"another daemon is already listening on {path}; stop it first")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        # Created owner-only, then opened up: the socket is never wider than configured.
-        old = os.umask(0o077)
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
-        if gid is not None:
-            os.chown(path, -1, gid)
-        os.chmod(path, plan.mode)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise OperationFailed(f"cannot listen on {path}: {exc.strerror}") from exc
-    return sock
-
-
-async def _bind_tcp(plan: Listener, backlog: int) -> list[socket.socket]:
-    """The sockets of a TCP or TLS listener: one per address its host resolves to (with no host,
-    every IPv4 and IPv6 address), as asyncio's create_server binds them."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(plan.host, plan.port, family=socket.AF_UNSPEC,
-                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
-    socks: list[socket.socket] = []
-    try:
-        for family, type_, proto, _, address in dict.fromkeys(infos):
-            try:
-                sock = socket.socket(family, type_, proto)
-            except OSError:
-                continue  # a family this host lacks (IPv6 turned off)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-        if not socks:
-            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
-    except OSError as exc:
-        for sock in socks:
-            sock.close()
-        raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
-    return socks
 
 
 class _PidFile:
@@ -582,7 +440,7 @@ class Daemon:
         self.connected = 0
         self.anonymous = 0
         self._accepting = False
-        self._listening: list[_ListeningSocket] = []
+        self._listening: list[ListeningSocket] = []
         self._attaching: set[asyncio.Task[None]] = set()
         self._unix_paths: list[Path] = []
         self._conn: virConnect | None = None
@@ -608,7 +466,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         plans = plan_listeners(self.options)
-        gid = _resolve_group(self.config)
+        gid = resolve_group(self.config)
         self._pid_file.check_free()
         try:
             # Holding a connection for the daemon's lifetime keeps the driver (and the instance
@@ -668,7 +526,7 @@ class Daemon:
 
         protocol = client
         if plan.kind == "unix":
-            socks = [_bind_unix(plan, gid, backlog)]
+            socks = [bind_unix(plan, gid, backlog)]
             assert plan.path is not None
             self._unix_paths.append(plan.path)
         else:
@@ -680,10 +538,10 @@ class Daemon:
                 def handshake(slot: ClientSlot) -> Callable[[], asyncio.Protocol]:
                     return lambda: TLSAcceptor(tls, client(slot), lost=lambda: self.release(slot))
                 protocol = handshake
-            socks = await _bind_tcp(plan, backlog)
+            socks = await bind_tcp(plan, backlog)
             ports = self.tls_ports if plan.kind == "tls" else self.tcp_ports
             ports.extend(s.getsockname()[1] for s in socks)
-        self._listening.extend(_ListeningSocket(sock, plan, anonymous, protocol) for sock in socks)
+        self._listening.extend(ListeningSocket(sock, plan, anonymous, protocol) for sock in socks)
 
     # ---- accepting, within the client limits ----
 
@@ -715,7 +573,7 @@ class Daemon:
             log.info("%s: accepting new connections again", state)
         self._set_accepting(not full)
 
-    def _accept(self, listening: _ListeningSocket) -> None:
+    def _accept(self, listening: ListeningSocket) -> None:
         """One connection, as libvirtd accepts: counted at once, so that the limits are checked
         before the next one is taken from the backlog."""
         loop = asyncio.get_running_loop()
@@ -741,12 +599,12 @@ class Daemon:
         self._attaching.add(task)
         task.add_done_callback(self._attaching.discard)
 
-    def _rested(self, listening: _ListeningSocket) -> None:
+    def _rested(self, listening: ListeningSocket) -> None:
         listening.resting = None
         if self._accepting:
             asyncio.get_running_loop().add_reader(listening.fd, self._accept, listening)
 
-    async def _attach(self, listening: _ListeningSocket, conn: socket.socket,
+    async def _attach(self, listening: ListeningSocket, conn: socket.socket,
                       slot: ClientSlot) -> None:
         """The accepted socket's transport, with its protocol (which releases ``slot``)."""
         made = False
@@ -929,7 +787,7 @@ class Daemon:
 def check_config(options: DaemonOptions) -> None:
     """Everything that can be checked without binding or opening anything."""
     plans = plan_listeners(options)
-    _resolve_group(options.config)
+    resolve_group(options.config)
     if any(plan.kind == "tls" for plan in plans):
         from pyvirt.daemon.tls import load_server_tls
 
