@@ -25,7 +25,10 @@ Clients: Debian's python3-libvirt 9.0 (libvirt's ssh transport) and pyvirt's own
 ``socket=`` and reaches only the system daemon's socket, so it has no row: a private libvirtd
 is out of its reach. Comparing a client's netcat and helper rows shows what the relay costs.
 Client processes alternate which daemon goes first; medians of ``--repeat`` are printed with the
-ratio pyvirtd / libvirtd (target: set-up <= 1, round trips >= 1, CPU <= 1).
+ratio pyvirtd / libvirtd (target: set-up <= 1, round trips >= 1, CPU <= 1). Set-up is also
+compared round by round (the two set-ups of a round follow each other): the median of pyvirtd's
+time minus libvirtd's, and how often pyvirtd's was the shorter, since ssh's own time (the same
+for both) varies far more from one set-up to the next than the daemons' share of it.
 
 Usage: .venv/bin/python bench/bench_ssh.py [--duration SECONDS] [--opens N] [--repeat N]
 """
@@ -41,6 +44,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -97,10 +101,11 @@ for j in range(max(1, int(duration * 10))):  # 0.1 s slices, taking turns
             n += 1
         counts[k] += n
         spent[k] += time.perf_counter() - start
+times = [list(ts) for ts in setup]  # in round order, for the paired differences
 for ts in setup:
     ts.sort()
-print(json.dumps([{"setup": ts[len(ts) // 2], "pairs": n / t, "n": n}
-                  for ts, n, t in zip(setup, counts, spent)]), flush=True)
+print(json.dumps([{"setup": ts[len(ts) // 2], "pairs": n / t, "n": n, "times": raw}
+                  for ts, n, t, raw in zip(setup, counts, spent, times)]), flush=True)
 sys.stdin.readline()
 for c in conns:
     c.close()
@@ -122,10 +127,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(client: str, uris: dict[str, str], opens: int, duration: float, names: list[str],
-            pids: dict[str, int]) -> dict[str, dict[str, float]]:
+            pids: dict[str, int]) -> dict[str, dict[str, Any]]:
     """One client process driving both daemons (side -> URI), taking turns: per side, its
-    figures and the CPU time that daemon spent per set-up and per pair (its own share only:
-    ssh, sshd and the relay are not counted)."""
+    figures, its set-up times in round order ("times") and the CPU time that daemon spent per
+    set-up and per pair (its own share only: ssh, sshd and the relay are not counted)."""
     python = SYSTEM_PYTHON if client == "libvirt" else sys.executable
     sides = list(uris)
     p = subprocess.Popen([python, "-c", _CLIENT, client, str(opens), str(duration),
@@ -149,7 +154,7 @@ def measure(client: str, uris: dict[str, str], opens: int, duration: float, name
             p.wait()
     if p.returncode != 0 or len(marks) != 3:
         raise RuntimeError(f"{client} client on {uris} failed:\n{err[-3000:]}")
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for side, result in zip(sides, json.loads(line), strict=True):
         result["setup_cpu"] = (marks[1][side] - marks[0][side]) / opens
         result["pairs_cpu"] = (marks[2][side] - marks[1][side]) / result.pop("n")
@@ -192,13 +197,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'':50}{'pyvirtd':>10}{'libvirtd':>10}{'ratio':>9}")
             pids = {"ours": pvd.proc.pid, "theirs": lvd.proc.pid}
             for label, client, ours, theirs in rows:
-                runs: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
+                runs: dict[str, list[dict[str, Any]]] = {"ours": [], "theirs": []}
+                paired: list[float] = []  # pyvirtd's set-up minus libvirtd's, round by round
                 for r in range(args.repeat):
                     order = [("ours", ours), ("theirs", theirs)]
                     got = measure(client, dict(order if r % 2 == 0 else order[::-1]), args.opens,
                                   args.duration, names, pids)
                     for side, result in got.items():
                         runs[side].append(result)
+                    paired += [a - b for a, b in zip(got["ours"]["times"], got["theirs"]["times"],
+                                                     strict=True)]
                 keys = ("setup", "pairs", "setup_cpu", "pairs_cpu")
                 a, b = ({k: statistics.median(x[k] for x in runs[side]) for k in keys}
                         for side in ("ours", "theirs"))
@@ -208,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                         ("daemon CPU ms per pair", "pairs_cpu", 1000, 3)):
                     print(f"{label + ', ' + what:50}{a[key] * scale:10.{digits}f}"
                           f"{b[key] * scale:10.{digits}f}{ratio(a[key], b[key])}")
+                    if key == "setup":
+                        faster = sum(d < 0 for d in paired) / len(paired)
+                        print(f"{'  (paired by round: pyvirtd - libvirtd, median ms)':50}"
+                              f"{statistics.median(paired) * 1000:+10.2f}    pyvirtd faster in "
+                              f"{faster:.0%} of {len(paired)} rounds")
     finally:
         if pvd is not None:
             pvd.stop(signal.SIGTERM)
