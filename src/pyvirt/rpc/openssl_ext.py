@@ -218,6 +218,8 @@ _SSL3_RT_HANDSHAKE = 22
 _SERVER_HELLO = 2  # (a HelloRetryRequest is one too)
 _BIO_TYPE_BUFFER = 9 | 0x0200
 _BIO_CTRL_FLUSH = 11
+#: The OpenSSL versions (major, minor) whose SSL begins with its read, write and buffering BIOs.
+_BBIO_LAYOUT = ((1, 1), (3, 0), (3, 1))
 
 
 class _Sink(threading.local):
@@ -233,14 +235,11 @@ ServerHelloSink = _Sink()
 
 def _write_buffer(lib: Any, ssl_ptr: int) -> int | None:
     """The buffering BIO that OpenSSL 1.1.1 to 3.1 put in front of an SSL's write BIO while it
-    writes a handshake flight; None unless the SSL's first fields are those versions' (read
-    BIO, write BIO, buffering BIO) and agree with what OpenSSL's calls report: only then is a
-    BIO function called on it."""
+    writes a handshake flight (the callback that asks is set only on those versions:
+    :data:`_BBIO_LAYOUT`); None unless the SSL's first fields (read BIO, write BIO, buffering
+    BIO) agree with what OpenSSL's calls report: only then is a BIO function called on it."""
     import ctypes
-    import ssl
 
-    if ssl.OPENSSL_VERSION_INFO[:2] not in ((1, 1), (3, 0), (3, 1)):
-        return None  # from 3.2 on, an SSL is laid out otherwise
     fields = (ctypes.c_void_p * 5).from_address(ssl_ptr)  # version, method, rbio, wbio, bbio
     bbio = fields[4]
     if (not bbio or fields[2] != lib.SSL_get_rbio(ssl_ptr) or fields[3] != bbio
@@ -295,8 +294,8 @@ def early_server_hello(ctx: ssl.SSLContext) -> bool:
     that cannot be made sure of."""
     import ssl
 
-    if ssl.OPENSSL_VERSION_INFO[:2] not in ((1, 1), (3, 0), (3, 1)):
-        return False
+    if ssl.OPENSSL_VERSION_INFO[:2] not in _BBIO_LAYOUT:
+        return False  # from 3.2 on, an SSL is laid out otherwise
     return _on_client_hello_also(ctx, _SERVER_HELLO_FIRST)
 
 
@@ -311,19 +310,24 @@ _VERIFIED_MAX = 256
 _verified: dict[int, dict[bytes, float]] = {}
 
 
+def _certs(lib: Any, stack: int | None) -> list[int]:
+    """The certificates of an OpenSSL STACK_OF(X509); none when it is missing or holds a NULL."""
+    count = lib.OPENSSL_sk_num(stack) if stack else 0
+    certs = [lib.OPENSSL_sk_value(stack, index) for index in range(max(0, count))]
+    return certs if all(certs) else []
+
+
 def _chain_der(lib: Any, store_ctx: int) -> bytes | None:
     """The certificates a client sent (its own first), DER-encoded with their lengths, as the
     key of what was verified; None when they cannot be had."""
     import ctypes
 
-    chain = lib.X509_STORE_CTX_get0_untrusted(store_ctx)
-    count = lib.OPENSSL_sk_num(chain) if chain else 0
-    if count <= 0:
+    certs = _certs(lib, lib.X509_STORE_CTX_get0_untrusted(store_ctx))
+    if not certs:
         return None
     parts = []
-    for index in range(count):
-        cert = lib.OPENSSL_sk_value(chain, index)
-        size = lib.i2d_X509(cert, None) if cert else 0
+    for cert in certs:
+        size = lib.i2d_X509(cert, None)
         if size <= 0:
             return None
         buf = ctypes.create_string_buffer(size)
@@ -339,15 +343,13 @@ def _seconds_valid(lib: Any, store_ctx: int) -> float:
     expires; 0 when that cannot be had."""
     import ctypes
 
-    chain = lib.X509_STORE_CTX_get0_chain(store_ctx)
-    count = lib.OPENSSL_sk_num(chain) if chain else 0
-    if count <= 0:
+    certs = _certs(lib, lib.X509_STORE_CTX_get0_chain(store_ctx))
+    if not certs:
         return 0.0
     least = None
     days, secs = ctypes.c_int(), ctypes.c_int()
-    for index in range(count):
-        cert = lib.OPENSSL_sk_value(chain, index)
-        end = lib.X509_get0_notAfter(cert) if cert else None
+    for cert in certs:
+        end = lib.X509_get0_notAfter(cert)
         if not end or lib.ASN1_TIME_diff(ctypes.byref(days), ctypes.byref(secs), None, end) != 1:
             return 0.0
         left = days.value * 86400.0 + secs.value
