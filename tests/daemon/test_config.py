@@ -31,6 +31,7 @@ def test_defaults() -> None:
     assert (config.max_clients, config.max_queued_clients, config.max_anonymous_clients) == \
         (5000, 1000, 20)
     assert config.auth_tcp == "sasl" and not config.explicit("auth_tcp")
+    assert config.busy_poll_us == 200
     assert config.outputs == (LogOutput(3, "stderr"),)
 
 
@@ -67,6 +68,7 @@ prio_workers = 0
 max_client_requests = 7
 keepalive_interval = -1
 keepalive_count = 0
+busy_poll_us = 0
 log_level = 1
 log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
 """
@@ -80,6 +82,7 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     assert config.tls_no_sanity_certificate is True
     assert (config.sasl_max_failures, config.sasl_failure_window) == (3, 30)
     assert config.keepalive_interval == -1 and config.prio_workers == 0
+    assert config.busy_poll_us == 0
     assert (config.max_clients, config.max_queued_clients, config.max_anonymous_clients) == (10, 5, 4)
     assert config.outputs == (LogOutput(1, "file", "/var/log/x"), LogOutput(3, "stderr"),
                               LogOutput(2, "syslog", "pyvirtd"))
@@ -102,6 +105,8 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     ("max_anonymous_clients = -1", "max_anonymous_clients"),
     ("keepalive_interval = -2", "keepalive_interval"),
     ("log_level = 5", "log_level"),
+    ("busy_poll_us = 10001", "busy_poll_us"),
+    ("busy_poll_us = -1", "busy_poll_us"),
     ('log_outputs = "9:stderr"', "log_outputs"),
     ('log_outputs = "1:file:relative"', "log_outputs"),
     ('log_outputs = "1:syslog"', "log_outputs"),

@@ -339,12 +339,14 @@ def test_without_a_sink_the_flight_leaves_whole(pki: tlspki.PKI) -> None:
 
 def test_pyvirtd_writes_its_server_hello_on_its_own(pki: tlspki.PKI) -> None:
     """pyvirtd's TLS acceptor, on a real socket: its first write is the ServerHello alone, its
-    second the rest of the flight; the client then gets the confirmation byte."""
+    second the rest of the flight; the client then gets the confirmation byte. After each of its
+    flights, it has the daemon poll for the client's answer (pyvirt.daemon.busypoll)."""
     from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
 
     server, revocations = tls.server_context(_server_files(pki))
     client = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
     writes: list[bytes] = []
+    kicks: list[int] = []  # how many writes there were at each
 
     class Recording(asyncio.Protocol):  # the client connection pyvirtd would make
         pass
@@ -353,7 +355,7 @@ def test_pyvirtd_writes_its_server_hello_on_its_own(pki: tlspki.PKI) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         acceptor = TLSAcceptor(ServerTLS(server, _server_files(pki), True, (), revocations),
-                               Recording)
+                               Recording, kick=lambda: kicks.append(len(writes)))
         transport, _ = await loop.connect_accepted_socket(lambda: acceptor, ours)
         write = transport.write
 
@@ -391,6 +393,7 @@ def test_pyvirtd_writes_its_server_hello_on_its_own(pki: tlspki.PKI) -> None:
     assert asyncio.run(run()) == tls.CONFIRMATION
     assert [(kind, fragment[0]) for kind, fragment in _records(writes[0])] == [(22, 2)]
     assert _records(writes[1])[0][0] == 20  # TLS 1.3's ChangeCipherSpec, then the rest
+    assert kicks == [2, 3] and len(writes) == 3  # the flight, then the confirmation byte
 
 
 def test_no_server_hello_sent_ahead_where_the_layout_is_not_known(

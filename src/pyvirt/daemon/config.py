@@ -16,6 +16,8 @@ Differences from libvirtd, on purpose:
   network.
 * ``sasl_max_failures`` and ``sasl_failure_window`` are pyvirtd's own keys: the rate limit of
   failed SASL attempts per peer (libvirtd has none).
+* ``busy_poll_us`` is pyvirtd's own key too: how long its event loop polls before it sleeps
+  (:mod:`pyvirt.daemon.busypoll`).
 * ``listen_tls`` defaults to 0 (libvirtd: 1): ``--listen`` alone opens no port that needs
   certificates to exist (see :mod:`pyvirt.daemon.tls` for where they are looked for).
 * ``tls_priority`` is accepted but has no effect: it is a GnuTLS priority string, and pyvirtd's
@@ -119,6 +121,10 @@ class DaemonConfig:
     keepalive_interval: int = _key(Kind.INT, "Seconds of client silence before a keepalive PING; "
                                              "-1 never pings.", 5)
     keepalive_count: int = _key(Kind.UINT, "Unanswered PINGs after which a client is dropped.", 5)
+    busy_poll_us: int = _key(Kind.UINT, "pyvirtd only: microseconds the daemon goes on polling its "
+                                        "sockets after a client's message or a reply before it "
+                                        "sleeps, to spare the wake-up of a halted CPU (0: never; at "
+                                        "most 10000).", 200)
 
     log_level: int = _key(Kind.UINT, "1 debug, 2 info, 3 warning, 4 error.", 3)
     log_outputs: str | None = _key(Kind.STR, 'Where logs go: "LEVEL:stderr", "LEVEL:file:PATH", '
@@ -159,6 +165,8 @@ INERT_KEYS = frozenset({
 })
 
 _AUTH = ("none", "sasl", "polkit")
+#: The most busy_poll_us may be: beyond a few milliseconds, polling only burns CPU.
+BUSY_POLL_MAX_US = 10_000
 _INT_MAX = 2**31 - 1
 _LOG_KINDS = ("stderr", "file", "syslog", "journald")
 
@@ -277,6 +285,9 @@ def _check(config: DaemonConfig) -> None:
     if config.keepalive_interval == 0 or config.keepalive_interval < -1:
         raise config.error("keepalive_interval", "keepalive_interval must be a number of seconds, "
                                                  "or -1 to never send keepalive PINGs")
+    if config.busy_poll_us > BUSY_POLL_MAX_US:
+        raise config.error("busy_poll_us", f"busy_poll_us must be {BUSY_POLL_MAX_US} (10 ms) or "
+                                           f"less, got {config.busy_poll_us}; 0 turns polling off")
     if not 1 <= config.log_level <= 4:
         raise config.error("log_level", f"log_level must be 1 (debug) to 4 (error), got "
                                         f"{config.log_level}")

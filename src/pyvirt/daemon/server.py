@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pyvirt.daemon.busypoll import BusyPoll
 from pyvirt.daemon.config import DaemonConfig
 from pyvirt.daemon.dispatch import ClientSession, Dispatcher, HandlerTable, PendingCall
 from pyvirt.daemon.instance import PID_NAME, ServedInstance
@@ -203,6 +204,7 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._read_paused = False
         self._peer = "(connecting)"
+        self._kick = daemon.busy_poll.kick
         #: Its data streams (pyvirt.daemon.streams), by the serial of the call that opened each.
         self.streams = ClientStreams(self.loop, self._peer, write=self.write,
                                      can_send=lambda: not self._write_paused,
@@ -290,6 +292,7 @@ class ClientConnection(asyncio.Protocol):
         prepared = self.daemon.dispatcher.prepare(self.session, msg)
         if isinstance(prepared, bytes):  # answered on the spot
             self.write(prepared)
+            self._kick()  # the client's next call follows within microseconds
             if self.session.hangup:
                 self.close()  # the reply is out, now hang up (see handle_call)
             return
@@ -328,6 +331,7 @@ class ClientConnection(asyncio.Protocol):
         finally:
             if frame is not None:
                 self.write(frame)
+                self._kick()
             if slot is not None:
                 self.streams.opened(slot, frame)
         if self.slot.anonymous and not self.session.auth_pending:
@@ -455,6 +459,8 @@ class Daemon:
 
         #: SASL for the sockets that ask for it: database, allow-list, rate limit.
         self.sasl = SaslServer(config, self.instance)
+        #: Polling between a client's messages (pyvirt.daemon.busypoll).
+        self.busy_poll = BusyPoll(config.busy_poll_us / 1e6)
         compile_busy_structs()  # a daemon lives long: its busy procedures get code of their own
 
     # ---- starting ----
@@ -536,7 +542,8 @@ class Daemon:
                 tls = load_server_tls(self.config, self.instance)
 
                 def handshake(slot: ClientSlot) -> Callable[[], asyncio.Protocol]:
-                    return lambda: TLSAcceptor(tls, client(slot), lost=lambda: self.release(slot))
+                    return lambda: TLSAcceptor(tls, client(slot), lost=lambda: self.release(slot),
+                                               kick=self.busy_poll.kick)
                 protocol = handshake
             socks = await bind_tcp(plan, backlog)
             ports = self.tls_ports if plan.kind == "tls" else self.tcp_ports
@@ -591,6 +598,7 @@ class Daemon:
             loop.remove_reader(listening.fd)
             listening.resting = loop.call_later(_ACCEPT_REST, self._rested, listening)
             return
+        self.busy_poll.kick()  # the client's first message follows
         slot = ClientSlot(listening.anonymous)
         self.connected += 1
         self.anonymous += slot.anonymous

@@ -166,6 +166,10 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _nothing() -> None:
+    pass
+
+
 #: After a refusal, how long the client may stay silent before the connection is dropped, and
 #: how long it may go on sending at most: its remaining handshake messages are read and
 #: discarded first, so that it never writes into a closed socket (libvirt's client would die of
@@ -181,13 +185,16 @@ class TLSAcceptor(asyncio.Protocol):
     confirmation byte; then it carries the client's :class:`TLSTransport`."""
 
     def __init__(self, tls: ServerTLS, make_client: Callable[[], asyncio.Protocol],
-                 lost: Callable[[], None] | None = None) -> None:
+                 lost: Callable[[], None] | None = None,
+                 kick: Callable[[], None] | None = None) -> None:
         import ssl
 
         self.tls = tls
         self.make_client = make_client
         #: Called when the connection ends before it became a client (refused, timed out, left).
         self.lost = lost
+        #: Called when data came or left: the daemon's busy polling (pyvirt.daemon.busypoll).
+        self.kick = kick or _nothing
         self.peer = "tls (unknown)"
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -222,6 +229,7 @@ class TLSAcceptor(asyncio.Protocol):
         self.incoming.write(data)
         if self.state == "handshake":
             self._handshake()
+            self.kick()  # the client's next flight follows within microseconds
         if self.state == "open":
             self._decrypt()
 

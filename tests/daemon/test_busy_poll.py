@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Busy polling (busy_poll_us): after a reply the event loop goes on turning, without sleeping,
+for the window, then sleeps; with 0 it never polls. On asyncio's loop and uvloop alike, and on a
+real pyvirtd process, where the polling shows as CPU time spent right after a call and none once
+the window is over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pyvirt.daemon.busypoll import BusyPoll
+
+from .testlib import Raw, start_pyvirtd
+
+
+def _loops() -> list[Callable[[], asyncio.AbstractEventLoop]]:
+    loops: list[Callable[[], asyncio.AbstractEventLoop]] = [asyncio.new_event_loop]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of the daemon's extra
+        return loops
+    return [*loops, uvloop.new_event_loop]
+
+
+@pytest.mark.parametrize("new_loop", _loops(), ids=lambda f: f.__module__.split(".")[0])
+def test_polls_for_the_window_then_sleeps(new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    async def scenario() -> tuple[int, int, int, bool]:
+        poll = BusyPoll(0.05)
+        poll.kick()
+        await asyncio.sleep(0.02)  # within the window: the loop turns all along
+        within = poll.turns
+        await asyncio.sleep(0.08)  # past it
+        after = poll.turns
+        await asyncio.sleep(0.05)
+        return within, after, poll.turns, poll.polling
+
+    loop = new_loop()
+    try:
+        within, after, later, polling = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    # A sleeping loop takes one turn per timer; a polling one, thousands in 20 ms.
+    assert within > 50
+    assert after > within
+    assert later == after and not polling
+
+
+@pytest.mark.parametrize("new_loop", _loops(), ids=lambda f: f.__module__.split(".")[0])
+def test_no_window_never_polls(new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    async def scenario() -> tuple[int, bool]:
+        poll = BusyPoll(0)
+        poll.kick()
+        await asyncio.sleep(0.03)
+        return poll.turns, poll.polling
+
+    loop = new_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == (0, False)
+    finally:
+        loop.close()
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU time of all the process's threads, in nanoseconds."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
+def _cpu_after_calls(root: Path, busy_poll_us: int) -> tuple[list[int], int]:
+    """CPU time the daemon spends in the 0.2 s after each of three calls, and over the next 0.3 s."""
+    daemon = start_pyvirtd(root, config=f"busy_poll_us = {busy_poll_us}\n")
+    try:
+        with Raw.unix(daemon.socket) as raw:
+            raw.open()
+            time.sleep(0.3)
+            spent = []
+            for _ in range(3):
+                before = _cpu_ns(daemon.proc.pid)
+                assert raw.call("CONNECT_GET_TYPE").type == "QEMU"
+                time.sleep(0.2)
+                spent.append(_cpu_ns(daemon.proc.pid) - before)
+            before = _cpu_ns(daemon.proc.pid)
+            time.sleep(0.3)
+            idle = _cpu_ns(daemon.proc.pid) - before
+    finally:
+        daemon.stop()
+    return spent, idle
+
+
+def test_daemon_polls_after_a_call_then_sleeps(own_root: Path) -> None:
+    # 10 ms of polling after each reply: CPU time, even when this machine is busy and the
+    # polling loop yields its CPU to others (at least one of three calls shows it in full).
+    spent, idle = _cpu_after_calls(own_root, 10_000)
+    assert max(spent) > 5_000_000, spent
+    assert idle < 3_000_000, idle  # the window is over: asleep
+
+
+def test_daemon_without_polling(own_root: Path) -> None:
+    spent, idle = _cpu_after_calls(own_root, 0)
+    assert min(spent) < 3_000_000, spent  # a call alone costs a fraction of a millisecond
+    assert idle < 3_000_000, idle
