@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--runs", type=int, default=10, help="virsh list runs")
     ap.add_argument("--repeat", type=int, default=3, help="rounds per client count (median)")
+    ap.add_argument("--busy-poll-us", type=int, default=None,
+                    help="pyvirtd's busy_poll_us (default: its default)")
     args = ap.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
     names, xmls = domain_xmls()
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         pvd = start_pyvirtd(parent / "r")
         warm_caps(pvd.uri())
         pvd.stop(signal.SIGTERM)
-        pvd = start_pyvirtd(parent / "r")
+        pvd = start_pyvirtd(parent / "r", config=None if args.busy_poll_us is None
+                            else f"busy_poll_us = {args.busy_poll_us}\n")
         sides = {"pyvirtd": pvd.uri(), "libvirtd": lvd.uri()}
         pids = {"pyvirtd": pvd.proc.pid, "libvirtd": libvirtd_pid(lvd)}
         for uri in sides.values():

@@ -28,8 +28,12 @@ next, and pyvirtd's more than libvirtd's, so one run's ratio says little: set-up
 shorter runs (a run of 100 opens is well under a second per server).
 Target (issue 8 "Speed"): no slower than libvirtd.
 
+``--also-no-poll`` adds a third server to the turns: a second pyvirtd with ``busy_poll_us = 0``
+(pyvirt.daemon.busypoll), to show in the same run what its polling between messages gives, and
+costs in CPU.
+
 Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--open-runs N] [--duration SECONDS]
-       [--runs N]
+       [--runs N] [--also-no-poll]
 """
 
 from __future__ import annotations
@@ -161,6 +165,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--open-runs", type=int, default=9)
+    ap.add_argument("--also-no-poll", action="store_true",
+                    help="also a pyvirtd with busy_poll_us = 0, in the same turns")
     args = ap.parse_args()
 
     base = short_tmpdir("bench-tls-")
@@ -172,19 +178,27 @@ def main() -> int:
         listen_tls="1", tls_port=f'"{lvd_port}"', key_file=f'"{files["key_file"]}"',
         cert_file=f'"{files["cert_file"]}"', ca_file=f'"{files["ca_file"]}"',
         crl_file=f'"{files["crl_file"]}"', tls_allowed_dn_list=dn_list)
-    root = base / "r"
-    root.mkdir()
-    shutil.copytree(pki.server_tree() / "etc", root / "etc", dirs_exist_ok=True)
-    pv_port = free_port()
-    pyvirtd = start_pyvirtd(root, config=(f'listen_tls = 1\nlisten_addr = "127.0.0.1"\n'
-                                          f'tls_port = "{pv_port}"\n'
-                                          f"tls_allowed_dn_list = {dn_list}\n"),
-                            args=("--listen",))
+    servers = ["pyvirtd", "libvirtd", *(["no poll"] if args.also_no_poll else [])]
+    daemons = {}
+    ports = {"libvirtd": lvd_port}
     try:
+        for name in servers:
+            if name == "libvirtd":
+                continue
+            root = base / name.replace(" ", "-")
+            root.mkdir()
+            shutil.copytree(pki.server_tree() / "etc", root / "etc", dirs_exist_ok=True)
+            ports[name] = free_port()
+            extra = "busy_poll_us = 0\n" if name == "no poll" else ""
+            daemons[name] = start_pyvirtd(root, config=(f'listen_tls = 1\nlisten_addr = "127.0.0.1"\n'
+                                                        f'tls_port = "{ports[name]}"\n'
+                                                        f"tls_allowed_dn_list = {dn_list}\n{extra}"),
+                                          args=("--listen",))
         libvirtd_oracle._wait_ready(libvirtd)
-        uris = {name: f"qemu+tls://127.0.0.1:{port}/system?pkipath={pki.pkipath('good')}"
-                for name, port in (("pyvirtd", pv_port), ("libvirtd", lvd_port))}
-        pids = {"pyvirtd": pyvirtd.proc.pid, "libvirtd": libvirtd.proc.pid}
+        uris = {name: f"qemu+tls://127.0.0.1:{ports[name]}/system?pkipath={pki.pkipath('good')}"
+                for name in servers}
+        pids = {name: d.proc.pid for name, d in daemons.items()}
+        pids["libvirtd"] = libvirtd.proc.pid
         rows = [("open+close ms", "open", args.opens, "open_ms", "(lower is better)"),
                 ("server CPU ms per open", "open", args.opens, "open_cpu_ms", ""),
                 ("lookupByName+info pairs/s", "calls", args.duration, "pairs_per_s",
@@ -192,13 +206,15 @@ def main() -> int:
                 ("server CPU ms per pair", "calls", args.duration, "calls_cpu_ms", "")]
         print(f"TLS over 127.0.0.1: medians of {args.open_runs} runs of {args.opens} opens, "
               f"of {args.runs} runs of {args.duration:g} s of calls")
-        print(f"{'':46}{'pyvirtd':>10}{'libvirtd':>10}{'ratio':>8}")
+        print(f"{'':46}{'pyvirtd':>10}{'libvirtd':>10}{'ratio':>8}"
+              + (f"{'no poll':>10}{'ratio':>8}" if args.also_no_poll else ""))
         for client in CLIENTS:
             results: dict[tuple[str, str], list[dict[str, float]]] = {}
             for phase, runs, amount in (("open", args.open_runs, args.opens),
                                         ("calls", args.runs, args.duration)):
                 for run in range(runs):
-                    order = ["pyvirtd", "libvirtd"] if run % 2 == 0 else ["libvirtd", "pyvirtd"]
+                    k = run % len(servers)  # who goes first turns round
+                    order = servers[k:] + servers[:k]
                     got = measure(client, phase, {name: uris[name] for name in order}, amount,
                                   pids)
                     for name, result in got.items():
@@ -212,10 +228,15 @@ def main() -> int:
                                                                results[("libvirtd", phase)],
                                                                strict=True)]
                     note += f" (runs: {min(ratios):.2f}-{max(ratios):.2f}x)"
+                also = ""
+                if args.also_no_poll:
+                    other = statistics.median(r[key] for r in results[("no poll", phase)])
+                    also = f"{other:10.{digits}f}{other / theirs:7.2f}x"
                 print(f"{client + ', ' + label:46}{ours:10.{digits}f}{theirs:10.{digits}f}"
-                      f"{ours / theirs:7.2f}x {note}")
+                      f"{ours / theirs:7.2f}x{also} {note}")
     finally:
-        pyvirtd.stop()
+        for daemon in daemons.values():
+            daemon.stop()
         libvirtd.stop()
         shutil.rmtree(base, ignore_errors=True)
     return 0
