@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pyvirt.daemon.busypoll import BusyPoll
+from pyvirt.rpc.busypoll import BusyPoll
 
 from .testlib import Raw, start_pyvirtd
 
@@ -108,3 +108,55 @@ def test_daemon_without_polling(own_root: Path) -> None:
     spent, idle = _cpu_after_calls(own_root, 0)
     assert min(spent) < 3_000_000, spent  # a call alone costs a fraction of a millisecond
     assert idle < 3_000_000, idle
+
+
+# ---- pyvirt's client: polls for the reply after each call ----
+
+def _client_turns(daemon_socket: str) -> int:
+    from pyvirt.rpc.sync import Client
+
+    client = Client.connect_unix(daemon_socket, background=False)
+    try:
+        client.open("qemu:///system")
+        for _ in range(20):
+            client.call("CONNECT_GET_TYPE")
+        return client.rpc.busy_poll.turns
+    finally:
+        client.close()
+
+
+def test_client_polls_for_its_replies(own_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon = start_pyvirtd(own_root, config="busy_poll_us = 0\n")  # (only the client polls)
+    try:
+        monkeypatch.delenv("PYVIRT_BUSY_POLL_US", raising=False)
+        assert _client_turns(daemon.socket) > 0  # turns while a reply was on its way
+        monkeypatch.setenv("PYVIRT_BUSY_POLL_US", "0")
+        assert _client_turns(daemon.socket) == 0
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("value", ["-1", "10001", "2ms", ""])
+def test_client_window_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyvirt.errors import ConfigError
+    from pyvirt.rpc.busypoll import client_window
+    from pyvirt.rpc.client import RPCClient
+
+    monkeypatch.setenv("PYVIRT_BUSY_POLL_US", value)
+    with pytest.raises(ConfigError, match=r"PYVIRT_BUSY_POLL_US must be microseconds from 0 "
+                                          r"\(no polling\) to 10000, got") as info:
+        client_window()
+    assert info.value.key == "PYVIRT_BUSY_POLL_US"
+    with pytest.raises(ConfigError):
+        RPCClient()  # before any connection is made
+
+
+def test_client_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyvirt.rpc.busypoll import client_window
+
+    monkeypatch.delenv("PYVIRT_BUSY_POLL_US", raising=False)
+    assert client_window() == 200e-6
+    monkeypatch.setenv("PYVIRT_BUSY_POLL_US", "0")
+    assert client_window() == 0
+    monkeypatch.setenv("PYVIRT_BUSY_POLL_US", "10000")
+    assert client_window() == 0.01

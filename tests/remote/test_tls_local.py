@@ -340,7 +340,7 @@ def test_without_a_sink_the_flight_leaves_whole(pki: tlspki.PKI) -> None:
 def test_pyvirtd_writes_its_server_hello_on_its_own(pki: tlspki.PKI) -> None:
     """pyvirtd's TLS acceptor, on a real socket: its first write is the ServerHello alone, its
     second the rest of the flight; the client then gets the confirmation byte. After each of its
-    flights, it has the daemon poll for the client's answer (pyvirt.daemon.busypoll)."""
+    flights, it has the daemon poll for the client's answer (pyvirt.rpc.busypoll)."""
     from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
 
     server, revocations = tls.server_context(_server_files(pki))
@@ -394,6 +394,38 @@ def test_pyvirtd_writes_its_server_hello_on_its_own(pki: tlspki.PKI) -> None:
     assert [(kind, fragment[0]) for kind, fragment in _records(writes[0])] == [(22, 2)]
     assert _records(writes[1])[0][0] == 20  # TLS 1.3's ChangeCipherSpec, then the rest
     assert kicks == [2, 3] and len(writes) == 3  # the flight, then the confirmation byte
+
+
+def test_client_polls_after_its_client_hello_and_its_last_flight(pki: tlspki.PKI) -> None:
+    """pyvirt's client has its loop poll (pyvirt.rpc.busypoll) when its ClientHello goes out
+    and when its last flight has: each time, the server's answer follows within microseconds."""
+    from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
+    from pyvirt.rpc.client import RPCClient, _Wire
+
+    server, revocations = tls.server_context(_server_files(pki))
+    client = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    kicks: list[tuple[bool, str]] = []  # the client's TLS set up yet? the server's state
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        acceptor = TLSAcceptor(ServerTLS(server, _server_files(pki), True, (), revocations),
+                               asyncio.Protocol)
+        await loop.connect_accepted_socket(lambda: acceptor, ours)
+        wire = _Wire(RPCClient())
+        raw, _ = await loop.connect_accepted_socket(lambda: wire, theirs)
+        try:
+            await tls.tls_handshake(
+                wire, client, "localhost", 0, verify=False, timeout=10,
+                kick=lambda: kicks.append((wire.transport is not raw, acceptor.state)))
+        finally:
+            assert wire.transport is not None
+            wire.transport.close()
+        assert acceptor.state == "open"
+
+    asyncio.run(run())  # (the confirmation byte came: the handshake is complete)
+    # before the ClientHello; then once the client's last flight left, before the server read it
+    assert kicks == [(False, "handshake"), (True, "handshake")]
 
 
 def test_no_server_hello_sent_ahead_where_the_layout_is_not_known(

@@ -17,7 +17,7 @@ Differences from libvirtd, on purpose:
 * ``sasl_max_failures`` and ``sasl_failure_window`` are pyvirtd's own keys: the rate limit of
   failed SASL attempts per peer (libvirtd has none).
 * ``busy_poll_us`` is pyvirtd's own key too: how long its event loop polls before it sleeps
-  (:mod:`pyvirt.daemon.busypoll`).
+  (:mod:`pyvirt.rpc.busypoll`).
 * ``listen_tls`` defaults to 0 (libvirtd: 1): ``--listen`` alone opens no port that needs
   certificates to exist (see :mod:`pyvirt.daemon.tls` for where they are looked for).
 * ``tls_priority`` is accepted but has no effect: it is a GnuTLS priority string, and pyvirtd's
@@ -39,6 +39,8 @@ from typing import Any
 
 from pyvirt.conf.syntax import ConfFile, ConfValue, format_value, parse_conf, read_conf
 from pyvirt.errors import ConfigError
+from pyvirt.rpc.busypoll import DEFAULT_US as BUSY_POLL_US
+from pyvirt.rpc.busypoll import MAX_US as BUSY_POLL_MAX_US
 
 __all__ = ["Kind", "DaemonConfig", "LogOutput", "SCHEMA", "INERT_KEYS", "load_daemon_config",
            "parse_daemon_config", "parse_log_outputs"]
@@ -124,7 +126,7 @@ class DaemonConfig:
     busy_poll_us: int = _key(Kind.UINT, "pyvirtd only: microseconds the daemon goes on polling its "
                                         "sockets after a client's message or a reply before it "
                                         "sleeps, to spare the wake-up of a halted CPU (0: never; at "
-                                        "most 10000).", 200)
+                                        "most 10000).", BUSY_POLL_US)
 
     log_level: int = _key(Kind.UINT, "1 debug, 2 info, 3 warning, 4 error.", 3)
     log_outputs: str | None = _key(Kind.STR, 'Where logs go: "LEVEL:stderr", "LEVEL:file:PATH", '
@@ -165,8 +167,6 @@ INERT_KEYS = frozenset({
 })
 
 _AUTH = ("none", "sasl", "polkit")
-#: The most busy_poll_us may be: beyond a few milliseconds, polling only burns CPU.
-BUSY_POLL_MAX_US = 10_000
 _INT_MAX = 2**31 - 1
 _LOG_KINDS = ("stderr", "file", "syslog", "journald")
 

@@ -53,7 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pyvirt.daemon.busypoll import BusyPoll
 from pyvirt.daemon.config import DaemonConfig
 from pyvirt.daemon.dispatch import ClientSession, Dispatcher, HandlerTable, PendingCall
 from pyvirt.daemon.instance import PID_NAME, ServedInstance
@@ -68,6 +67,7 @@ from pyvirt.daemon.listen import (
 )
 from pyvirt.daemon.streams import ClientStreams
 from pyvirt.errors import OperationFailed, PyvirtError
+from pyvirt.rpc.busypoll import BusyPoll
 from pyvirt.rpc.protocol import (
     PROTOCOL_VERSION,
     AuthType,
@@ -459,7 +459,7 @@ class Daemon:
 
         #: SASL for the sockets that ask for it: database, allow-list, rate limit.
         self.sasl = SaslServer(config, self.instance)
-        #: Polling between a client's messages (pyvirt.daemon.busypoll).
+        #: Polling between a client's messages (pyvirt.rpc.busypoll).
         self.busy_poll = BusyPoll(config.busy_poll_us / 1e6)
         compile_busy_structs()  # a daemon lives long: its busy procedures get code of their own
 

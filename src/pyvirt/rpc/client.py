@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyvirt import _errcodes as codes
 from pyvirt.errors import NotSupported, PyvirtError
+from pyvirt.rpc.busypoll import BusyPoll, client_window
 from pyvirt.rpc.procedures import PROCEDURES, Procedure, ProcedureTable
 from pyvirt.rpc.protocol import (
     PROTOCOL_VERSION,
@@ -331,6 +332,8 @@ class RPCClient:
         self.pings_received = 0
         self.pongs_received = 0
         self.last_received = 0.0
+        #: Polling for the server's reply after each call (pyvirt.rpc.busypoll).
+        self.busy_poll = BusyPoll(client_window())
 
     # ---- connecting ----
 
@@ -368,7 +371,8 @@ class RPCClient:
         self = cls(**kwargs)
         wire = _Wire(self)
         await _open_tcp(wire, host, port, timeout)
-        await tls_handshake(wire, context, host, port, verify=verify, timeout=timeout)
+        await tls_handshake(wire, context, host, port, verify=verify, timeout=timeout,
+                            kick=self.busy_poll.kick)
         self._attach(wire, f"{host}:{port}")
         self.encrypted = True
         return self
@@ -493,6 +497,7 @@ class RPCClient:
             # Registered before sending: stream data may follow the reply immediately.
             self._streams[serial] = Stream(self, proc, serial)
         self._write(encode_message(header, payload))
+        self.busy_poll.kick()  # the reply follows within microseconds
         if timeout is not None:
             timer = self._loop.call_later(timeout, self._time_out, serial, proc, timeout)
             future.add_done_callback(lambda _: timer.cancel())

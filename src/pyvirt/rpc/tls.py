@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -691,10 +691,12 @@ def _alert(exc: BaseException) -> str:
 
 
 async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: int, *,
-                        verify: bool, timeout: float | None) -> None:
+                        verify: bool, timeout: float | None,
+                        kick: Callable[[], None] | None = None) -> None:
     """Upgrade a connected socket to TLS as libvirt's client does: handshake, check the
     server's certificate (dates, host name, purpose), read the server's confirmation byte.
-    Closes the connection and raises libvirt's error on any failure."""
+    Closes the connection and raises libvirt's error on any failure. ``kick`` is called when
+    the client's ClientHello and last flight go out (pyvirt.rpc.busypoll)."""
     import asyncio
     import ssl
 
@@ -704,6 +706,8 @@ async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: i
     try:
         try:
             wire.expect_first_byte()  # (it may arrive with the handshake's last flight)
+            if kick is not None:
+                kick()
             tls = await loop.start_tls(wire.transport, wire, context, server_hostname=host,
                                        ssl_handshake_timeout=timeout)
         except ssl.SSLCertVerificationError as exc:
@@ -718,6 +722,8 @@ async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: i
                               domain=codes.VIR_FROM_RPC) from exc
         assert tls is not None
         wire.transport = tls
+        if kick is not None:
+            kick()  # our last flight is out: the confirmation byte follows
         if verify:
             sslobj = tls.get_extra_info("ssl_object")
             try:
