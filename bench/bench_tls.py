@@ -29,7 +29,7 @@ shorter runs (a run of 100 opens is well under a second per server).
 Target (issue 8 "Speed"): no slower than libvirtd.
 
 ``--also-no-poll`` adds a third server to the turns: a second pyvirtd with ``busy_poll_us = 0``
-(pyvirt.daemon.busypoll), to show in the same run what its polling between messages gives, and
+(pyvirt.rpc.busypoll), to show in the same run what its polling between messages gives, and
 costs in CPU.
 
 Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--open-runs N] [--duration SECONDS]
