@@ -136,6 +136,32 @@ def test_client_polls_for_its_replies(own_root: Path, monkeypatch: pytest.Monkey
         daemon.stop()
 
 
+def test_client_in_the_background_does_not_poll(own_root: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its caller waits for a hand-over from the loop's thread anyway: no polling there, from
+    the start or from when the loop goes to the background."""
+    from pyvirt.rpc.sync import Client
+
+    monkeypatch.delenv("PYVIRT_BUSY_POLL_US", raising=False)
+    daemon = start_pyvirtd(own_root)
+    try:
+        for background in (True, False):
+            client = Client.connect_unix(daemon.socket, background=background)
+            try:
+                client.open("qemu:///system")
+                assert (client.rpc.busy_poll.window == 0) is background
+                client.listen()
+                time.sleep(0.01)  # (a window left from the foreground has run out)
+                turns = client.rpc.busy_poll.turns
+                for _ in range(10):
+                    client.call("CONNECT_GET_TYPE")
+                assert client.rpc.busy_poll.window == 0 and client.rpc.busy_poll.turns == turns
+            finally:
+                client.close()
+    finally:
+        daemon.stop()
+
+
 @pytest.mark.parametrize("value", ["-1", "10001", "2ms", ""])
 def test_client_window_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from pyvirt.errors import ConfigError

@@ -411,7 +411,7 @@ class RPCClient:
             raise PyvirtError(f"RPC client is {self._state.value}, cannot attach a transport",
                               code=codes.VIR_ERR_INTERNAL_ERROR, domain=codes.VIR_FROM_RPC)
         self._wire, self.peer = wire, peer
-        self._loop = asyncio.get_running_loop()
+        self._loop = self.busy_poll.loop = asyncio.get_running_loop()
         self._state = ClientState.RUNNING
         self.last_received = self._loop.time()
         if wire.lost.done():  # lost before we took it over
