@@ -31,13 +31,13 @@ def _loops() -> list[Callable[[], asyncio.AbstractEventLoop]]:
 @pytest.mark.parametrize("new_loop", _loops(), ids=lambda f: f.__module__.split(".")[0])
 def test_polls_for_the_window_then_sleeps(new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
     async def scenario() -> tuple[int, int, int, bool]:
-        poll = BusyPoll(0.05)
+        poll = BusyPoll(0.3)
         poll.kick()
-        await asyncio.sleep(0.02)  # within the window: the loop turns all along
+        await asyncio.sleep(0.1)  # within the window: the loop turns all along
         within = poll.turns
-        await asyncio.sleep(0.08)  # past it
+        await asyncio.sleep(0.4)  # past it
         after = poll.turns
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
         return within, after, poll.turns, poll.polling
 
     loop = new_loop()
@@ -45,8 +45,9 @@ def test_polls_for_the_window_then_sleeps(new_loop: Callable[[], asyncio.Abstrac
         within, after, later, polling = loop.run_until_complete(scenario())
     finally:
         loop.close()
-    # A sleeping loop takes one turn per timer; a polling one, thousands in 20 ms.
-    assert within > 50
+    # A sleeping loop takes no turn; a polling one, thousands in 0.1 s on an idle machine (each
+    # turn with nothing to do yields the CPU: on a busy machine, as few as others leave it).
+    assert within >= 2
     assert after > within
     assert later == after and not polling
 
@@ -67,16 +68,19 @@ def test_no_window_never_polls(new_loop: Callable[[], asyncio.AbstractEventLoop]
 
 
 def _cpu_ns(pid: int) -> int:
-    """CPU time of all the process's threads, in nanoseconds."""
+    """How long the process's threads were runnable, in nanoseconds: on a CPU, or waiting for
+    one (a polling loop that yields its CPU on a busy machine is the latter)."""
     total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-            total += int(f.read().split()[0])
+            on_cpu, waiting, _ = f.read().split()
+            total += int(on_cpu) + int(waiting)
     return total
 
 
 def _cpu_after_calls(root: Path, busy_poll_us: int) -> tuple[list[int], int]:
-    """CPU time the daemon spends in the 0.2 s after each of three calls, and over the next 0.3 s."""
+    """How long the daemon is runnable in the 0.2 s after each of three calls, and over the next
+    0.3 s."""
     daemon = start_pyvirtd(root, config=f"busy_poll_us = {busy_poll_us}\n")
     try:
         with Raw.unix(daemon.socket) as raw:
@@ -97,16 +101,16 @@ def _cpu_after_calls(root: Path, busy_poll_us: int) -> tuple[list[int], int]:
 
 
 def test_daemon_polls_after_a_call_then_sleeps(own_root: Path) -> None:
-    # 10 ms of polling after each reply: CPU time, even when this machine is busy and the
-    # polling loop yields its CPU to others (at least one of three calls shows it in full).
+    # 10 ms of polling after each reply: runnable all along, on a CPU or (on a busy machine,
+    # having yielded it) waiting for one.
     spent, idle = _cpu_after_calls(own_root, 10_000)
-    assert max(spent) > 5_000_000, spent
+    assert max(spent) > 7_000_000, spent
     assert idle < 3_000_000, idle  # the window is over: asleep
 
 
 def test_daemon_without_polling(own_root: Path) -> None:
     spent, idle = _cpu_after_calls(own_root, 0)
-    assert min(spent) < 3_000_000, spent  # a call alone costs a fraction of a millisecond
+    assert min(spent) < 3_000_000, spent  # a call alone takes a fraction of a millisecond
     assert idle < 3_000_000, idle
 
 

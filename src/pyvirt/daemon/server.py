@@ -375,16 +375,29 @@ class ClientConnection(asyncio.Protocol):
                 self.keepalive(interval, self.daemon.config.keepalive_count))
 
     async def keepalive(self, interval: float, count: int) -> None:
+        """libvirt's keepalive (virKeepAliveTimer): after ``interval`` seconds without a message
+        from the client, a PING, and another after each further quiet interval; once ``count``
+        PINGs went unanswered for an interval each, the client is dropped. Any message from it
+        starts over. The PINGs are counted, not inferred from the quiet time: a timer that fires
+        a little early never lets a client go unpinged."""
+        heard = start = self.last_received
+        left = count
         while not self.closed:
-            await asyncio.sleep(interval)
-            quiet = self.loop.time() - self.last_received
-            if quiet >= interval * (count + 1):
+            if self.last_received != heard:  # heard from it: start over
+                heard = start = self.last_received
+                left = count
+            wait = start + interval - self.loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if left == 0:
                 log.warning("client %s: no response after %d keepalive messages in %.0f s, closing",
-                            self.peer, count, quiet)
+                            self.peer, count, self.loop.time() - heard)
                 self.close()
                 return
-            if quiet >= interval:
-                self.write(_PING)
+            left -= 1
+            start = self.loop.time()
+            self.write(_PING)
 
     # ---- the end ----
 
