@@ -124,9 +124,9 @@ class DaemonConfig:
                                              "-1 never pings.", 5)
     keepalive_count: int = _key(Kind.UINT, "Unanswered PINGs after which a client is dropped.", 5)
     busy_poll_us: int = _key(Kind.UINT, "pyvirtd only: microseconds the daemon goes on polling its "
-                                        "sockets after a client's message or a reply before it "
-                                        "sleeps, to spare the wake-up of a halted CPU (0: never; at "
-                                        "most 10000).", BUSY_POLL_US)
+                                        "sockets after a reply, a TLS handshake flight or an accept "
+                                        "before it sleeps, to spare the wake-up of a halted CPU (0: "
+                                        "never; at most 10000).", BUSY_POLL_US)
 
     log_level: int = _key(Kind.UINT, "1 debug, 2 info, 3 warning, 4 error.", 3)
     log_outputs: str | None = _key(Kind.STR, 'Where logs go: "LEVEL:stderr", "LEVEL:file:PATH", '

@@ -193,7 +193,7 @@ class TLSAcceptor(asyncio.Protocol):
         self.make_client = make_client
         #: Called when the connection ends before it became a client (refused, timed out, left).
         self.lost = lost
-        #: Called when data came or left: the daemon's busy polling (pyvirt.rpc.busypoll).
+        #: Called after each handshake step: the daemon's busy polling (pyvirt.rpc.busypoll).
         self.kick = kick or _nothing
         self.peer = "tls (unknown)"
         self.incoming = ssl.MemoryBIO()
