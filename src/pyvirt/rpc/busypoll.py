@@ -65,16 +65,15 @@ class BusyPoll:
         self.polling = False
         #: Turns taken so far (for tests and diagnostics).
         self.turns = 0
-        #: Kicks so far, and as many as the last turn saw.
-        self.kicks = 0
-        self._seen = 0
+        #: Whether a kick came since the last turn.
+        self._kicked = False
 
     def kick(self) -> None:
         """A message left (or came, to be answered): poll for the peer's next one."""
         if self.window <= 0:
             return
         self.until = time.monotonic() + self.window
-        self.kicks += 1
+        self._kicked = True
         if not self.polling:
             if self.loop is None:
                 import asyncio
@@ -88,9 +87,9 @@ class BusyPoll:
         # ready, the loop polls with no timeout, handles what is there, and comes back here.
         if time.monotonic() < self.until:
             self.turns += 1
-            if self.kicks == self._seen:
+            if not self._kicked:
                 os.sched_yield()  # nothing came since the last turn: let others run
-            self._seen = self.kicks
+            self._kicked = False
             assert self.loop is not None
             self.loop.call_soon(self._turn)
         else:

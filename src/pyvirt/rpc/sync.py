@@ -65,15 +65,19 @@ class _LoopThread:
         self._thread: threading.Thread | None = None
         #: The caller running the loop for its call, if one is.
         self._caller: threading.Thread | None = None
-        #: Called once the loop goes to the background (from the thread that sends it there).
-        self.on_background: list[Callable[[], None]] = []
+        #: Called once the loop goes to the background (see :meth:`when_background`).
+        self._on_background: list[Callable[[], None]] = []
         if background:
             self.background()
 
-    @property
-    def background_thread(self) -> threading.Thread | None:
-        """The thread running the loop for good, once there is one."""
-        return self._thread
+    def when_background(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` once the loop runs in the background: now if it does already, else
+        from the thread that sends it there."""
+        with self._start:
+            if self._thread is None:
+                self._on_background.append(hook)
+                return
+        hook()
 
     def _main(self) -> None:
         with self._driver:
@@ -90,7 +94,7 @@ class _LoopThread:
             self._thread = threading.Thread(target=self._main, name="pyvirt-rpc-loop",
                                             daemon=True)
             self._thread.start()
-            for hook in self.on_background:
+            for hook in self._on_background:
                 hook()
         with contextlib.suppress(RuntimeError):  # (closed meanwhile)
             self.loop.call_soon_threadsafe(self._let_go)
@@ -280,10 +284,7 @@ class Client:
         # Polling for replies (pyvirt.rpc.busypoll) spares a wake-up only to a caller that runs
         # the loop itself. In the background, the caller waits for a hand-over from the loop's
         # thread anyway, and a polling loop thread would only vie with it for the GIL.
-        if loop.background_thread is not None:
-            rpc.busy_poll.window = 0
-        else:
-            loop.on_background.append(lambda: setattr(rpc.busy_poll, "window", 0))
+        loop.when_background(lambda: setattr(rpc.busy_poll, "window", 0))
 
     @classmethod
     def _connect(cls, factory: Callable[[], Coroutine[Any, Any, RPCClient]], *,
