@@ -396,6 +396,40 @@ def test_pyvirtd_writes_its_server_hello_on_its_own(pki: tlspki.PKI) -> None:
     assert kicks == [2, 3] and len(writes) == 3  # the flight, then the confirmation byte
 
 
+def test_acceptor_takes_the_tls_objects_made_ahead(pki: tlspki.PKI) -> None:
+    """pyvirtd makes a connection's TLS objects ahead (ServerTLS.prepare), so that OpenSSL's
+    copying of the context is not between a client's connect() and its ClientHello: an acceptor
+    takes them, one made after has its own, and once a connection is gone the next ones are made
+    (one set at a time)."""
+    from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
+
+    server, revocations = tls.server_context(_server_files(pki))
+    served = ServerTLS(server, _server_files(pki), True, (), revocations)
+    served.prepare()
+    served.prepare()
+    assert len(served._spare) == 1
+    ahead = served._spare[0][0]
+    first = TLSAcceptor(served, asyncio.Protocol)
+    second = TLSAcceptor(served, asyncio.Protocol)
+    assert first.sslobj is ahead and second.sslobj is not ahead and not served._spare
+    assert second.sslobj.server_side and second.sslobj.context is server
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        await loop.connect_accepted_socket(lambda: first, ours)
+        theirs.close()  # the client leaves
+        for _ in range(100):
+            if first.state == "closed" and served._spare:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert len(served._spare) == 1
+    made = served._spare[0][0]
+    assert made not in (ahead, second.sslobj) and made.context is server
+
+
 def test_client_polls_after_its_client_hello_and_its_last_flight(pki: tlspki.PKI) -> None:
     """pyvirt's client has its loop poll (pyvirt.rpc.busypoll) when its ClientHello goes out
     and when its last flight has: each time, the server's answer follows within microseconds."""

@@ -11,10 +11,10 @@ import asyncio
 import errno
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyvirt.daemon.config import DaemonConfig
 from pyvirt.daemon.instance import SOCKET_NAME, SOCKET_RO_NAME
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pyvirt.daemon.server import DaemonOptions
 
 __all__ = ["Listener", "ClientSlot", "ListeningSocket", "plan_listeners", "resolve_group",
-           "bind_unix", "bind_tcp"]
+           "bind_unix", "bind_tcp", "run_now"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ class ListeningSocket:
                  protocol: Callable[[ClientSlot], Callable[[], asyncio.Protocol]]) -> None:
         self.sock = sock
         self.fd = sock.fileno()
+        #: Family, type and protocol of its connections, as plain numbers: TCP's said outright
+        #: (asyncio's loop sets TCP_NODELAY only on a socket whose protocol says TCP).
+        tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self.kind = (int(sock.family), int(sock.type), socket.IPPROTO_TCP if tcp else sock.proto)
         self.plan = plan
         #: Its clients start out anonymous (its auth is not "none").
         self.anonymous = anonymous
@@ -177,3 +181,27 @@ async def bind_tcp(plan: Listener, backlog: int) -> list[socket.socket]:
             sock.close()
         raise OperationFailed(f"cannot listen on {plan.describe()}: {exc.strerror}") from exc
     return socks
+
+
+def run_now(coro: Coroutine[Any, Any, Any], failed: Callable[[BaseException], None]) -> None:
+    """Run ``coro`` at once, up to the first future it waits for, then on from there each time
+    what it waits for is done; ``failed`` gets what it raises (not its result). An
+    :class:`asyncio.Task` does the same, but takes its first step only on the loop's next turn
+    (Python 3.12's eager tasks do not wait; this is for 3.11). For an accepted connection, that
+    turn is one the client's first message waits for."""
+
+    def step(_: object = None) -> None:
+        try:
+            waited = coro.send(None)
+        except StopIteration:
+            return
+        except (Exception, asyncio.CancelledError) as exc:
+            failed(exc)
+            return
+        if waited is None:  # a bare yield (asyncio.sleep(0)): on at the loop's next turn
+            asyncio.get_running_loop().call_soon(step)
+            return
+        waited._asyncio_future_blocking = False  # (taken, as a Task takes it)
+        waited.add_done_callback(step)
+
+    step()

@@ -64,6 +64,7 @@ from pyvirt.daemon.listen import (
     bind_unix,
     plan_listeners,
     resolve_group,
+    run_now,
 )
 from pyvirt.daemon.streams import ClientStreams
 from pyvirt.errors import OperationFailed, PyvirtError
@@ -458,7 +459,6 @@ class Daemon:
         self.anonymous = 0
         self._accepting = False
         self._listening: list[ListeningSocket] = []
-        self._attaching: set[asyncio.Task[None]] = set()
         self._unix_paths: list[Path] = []
         self._conn: virConnect | None = None
         self._pid_file = _PidFile(options.pid_file or self.instance.run_dir / PID_NAME)
@@ -553,6 +553,7 @@ class Daemon:
                 from pyvirt.daemon.tls import TLSAcceptor, load_server_tls
 
                 tls = load_server_tls(self.config, self.instance)
+                tls.prepare()  # the first connection's TLS objects
 
                 def handshake(slot: ClientSlot) -> Callable[[], asyncio.Protocol]:
                     return lambda: TLSAcceptor(tls, client(slot), lost=lambda: self.release(slot),
@@ -598,7 +599,9 @@ class Daemon:
         before the next one is taken from the backlog."""
         loop = asyncio.get_running_loop()
         try:
-            conn, _ = listening.sock.accept()
+            # (socket.accept() without its wrapping, which looks up the family and type enums
+            # again for every connection: below, from numbers known once)
+            fd, _ = listening.sock._accept()  # type: ignore[attr-defined]
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # gone before we took it
         except OSError as exc:
@@ -611,40 +614,37 @@ class Daemon:
             loop.remove_reader(listening.fd)
             listening.resting = loop.call_later(_ACCEPT_REST, self._rested, listening)
             return
-        self.busy_poll.kick()  # the client's first message follows
+        conn = socket.socket(*listening.kind, fileno=fd)
         slot = ClientSlot(listening.anonymous)
         self.connected += 1
         self.anonymous += slot.anonymous
-        self._check_limits()
-        task = loop.create_task(self._attach(listening, conn, slot))
-        self._attaching.add(task)
-        task.add_done_callback(self._attaching.discard)
+        self._attach(listening, conn, slot)  # first: the client's first message is on its way
+        self.busy_poll.kick()  # for it
+        self._check_limits()  # (before the next accept, which is at the loop's next turn)
 
     def _rested(self, listening: ListeningSocket) -> None:
         listening.resting = None
         if self._accepting:
             asyncio.get_running_loop().add_reader(listening.fd, self._accept, listening)
 
-    async def _attach(self, listening: ListeningSocket, conn: socket.socket,
-                      slot: ClientSlot) -> None:
-        """The accepted socket's transport, with its protocol (which releases ``slot``)."""
+    def _attach(self, listening: ListeningSocket, conn: socket.socket, slot: ClientSlot) -> None:
+        """The accepted socket's transport, with its protocol (which releases ``slot``), made
+        now rather than on the loop's next turn: the client's first message is on its way."""
         made = False
 
         def factory() -> asyncio.Protocol:
             nonlocal made
             made = True  # the transport owns the socket from here
             return listening.protocol(slot)()
-        try:  # (connect_accepted_socket makes it non-blocking, on asyncio's loop and uvloop's)
-            if listening.plan.kind != "unix":  # small replies leave at once (as asyncio's servers)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.get_running_loop().connect_accepted_socket(factory, conn)
-        except BaseException as exc:
+
+        def failed(exc: BaseException) -> None:
             if not made:
                 conn.close()
                 self.release(slot)
-            if not isinstance(exc, Exception):
-                raise
             log.warning("a connection on %s failed at once: %s", listening.plan.describe(), exc)
+        # (connect_accepted_socket makes the socket non-blocking, and a TCP one TCP_NODELAY so
+        # that small replies leave at once, on asyncio's loop and on uvloop)
+        run_now(asyncio.get_running_loop().connect_accepted_socket(factory, conn), failed)
 
     def release(self, slot: ClientSlot) -> None:
         """A connection is gone: it no longer counts (idempotent)."""
@@ -766,7 +766,7 @@ class Daemon:
         await self._close_listeners()
         for client in list(self.clients):
             client.close()
-        tasks = self._client_tasks | self._attaching
+        tasks = set(self._client_tasks)
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE)
             for task in late:
