@@ -45,12 +45,16 @@ def status(pid: int) -> dict[str, str]:
 
 
 def wait_for_exec(pid: int, comm: str, timeout: float = 10.0) -> None:
-    """Until the shim (a python process) has become ``comm``."""
+    """Until the shim (a python process) has become ``comm``, its exec complete: the kernel
+    renames a process early in exec, and sets out its arguments and environment only later
+    (until then /proc/PID/cmdline and environ read empty)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == comm:
+                renamed = f.read().strip() == comm
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if renamed and f.read():
                     return
         except FileNotFoundError:
             break
