@@ -7,6 +7,7 @@ the window is over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -112,6 +113,35 @@ def test_daemon_without_polling(own_root: Path) -> None:
     spent, idle = _cpu_after_calls(own_root, 0)
     assert min(spent) < 3_000_000, spent  # a call alone takes a fraction of a millisecond
     assert idle < 3_000_000, idle
+
+
+def _cpu_after_a_call_and_leaving(root: Path, staying: int) -> int:
+    """How long the daemon (10 ms windows) is runnable in the 0.2 s after a client's call and its
+    leaving at once, while ``staying`` other clients stay connected."""
+    daemon = start_pyvirtd(root, config="busy_poll_us = 10000\n")
+    try:
+        with contextlib.ExitStack() as stack:
+            for _ in range(staying):
+                stack.enter_context(Raw.unix(daemon.socket)).open()
+            leaving = Raw.unix(daemon.socket)
+            leaving.open()
+            time.sleep(0.3)
+            before = _cpu_ns(daemon.proc.pid)
+            assert leaving.call("CONNECT_GET_TYPE").type == "QEMU"
+            leaving.close()
+            time.sleep(0.2)
+            return _cpu_ns(daemon.proc.pid) - before
+    finally:
+        daemon.stop()
+
+
+def test_daemon_rests_once_its_last_client_left(own_root: Path) -> None:
+    """Nobody is left to answer: the polling after the reply stops when the client leaves."""
+    assert _cpu_after_a_call_and_leaving(own_root, staying=0) < 3_000_000
+
+
+def test_daemon_polls_on_while_another_client_stays(own_root: Path) -> None:
+    assert _cpu_after_a_call_and_leaving(own_root, staying=1) > 7_000_000
 
 
 # ---- pyvirt's client: polls for the reply after each call ----

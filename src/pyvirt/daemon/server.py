@@ -655,6 +655,8 @@ class Daemon:
         self.anonymous -= slot.anonymous
         slot.anonymous = False
         self._idle_since = asyncio.get_running_loop().time()
+        if not self.connected:
+            self.busy_poll.rest()
         self._check_limits()
 
     def authenticated(self, slot: ClientSlot) -> None:

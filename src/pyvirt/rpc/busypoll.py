@@ -82,6 +82,10 @@ class BusyPoll:
             self.polling = True
             self.loop.call_soon(self._turn)
 
+    def rest(self) -> None:
+        """No peer is left to answer: stop polling at the next turn."""
+        self.until = 0.0
+
     def _turn(self) -> None:
         # A callback that schedules itself keeps the loop from blocking in its poll: while one is
         # ready, the loop polls with no timeout, handles what is there, and comes back here.
