@@ -30,8 +30,9 @@ Target (issue 8 "Speed"): no slower than libvirtd.
 
 Below set-up, each round's two opens are also compared directly (they are adjacent in time): the
 median difference pyvirtd - libvirtd, and in how many rounds pyvirtd's was the quicker. On this
-machine the open that follows the other daemon's pays for caches that daemon evicted: pyvirtd,
-with the larger working set (CPython, OpenSSL 3.0), pays 100-480 µs; libvirtd about 100 µs.
+machine a daemon's open that follows the other daemon's turn pays for having sat idle meanwhile
+(its vCPU halted, the core cold), the more so the more code and data it has to bring back:
+pyvirtd (CPython, OpenSSL 3.0) 120-520 µs, libvirtd 30-270 µs. Warm, pyvirtd's is the quicker.
 
 ``--also-no-poll`` adds a third server to the turns: a second pyvirtd with ``busy_poll_us = 0``
 (pyvirt.rpc.busypoll), to show in the same run what its polling between messages gives, and
