@@ -38,8 +38,12 @@ pyvirtd (CPython, OpenSSL 3.0) 120-520 µs, libvirtd 30-270 µs. Warm, pyvirtd's
 (pyvirt.rpc.busypoll), to show in the same run what its polling between messages gives, and
 costs in CPU.
 
+``--gap-ms N`` has the client sleep N ms before each open: every daemon and the client then sit
+idle between opens, as with a command-line client started per command, and each set-up starts
+cold (on this machine, with 20 ms: about 5 ms instead of 2.5, pyvirtd 1.07-1.14x libvirtd).
+
 Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--open-runs N] [--duration SECONDS]
-       [--runs N] [--also-no-poll]
+       [--runs N] [--gap-ms N] [--also-no-poll]
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ _XML = (f"<domain type='qemu'><name>{DOMAIN}</name>"
 # between), run, print.
 _CLIENT = r"""
 import json, statistics, sys, time
-mod, phase, amount, xml, name, *uris = sys.argv[1:]
+mod, phase, amount, gap, xml, name, *uris = sys.argv[1:]
+gap = float(gap) / 1000
 if mod == "libvirt":
     import libvirt
     libvirt.registerErrorHandler(lambda *a: None, None)
@@ -98,6 +103,8 @@ if phase == "open":
     times = [[] for _ in uris]
     for i in range(int(amount)):
         for k in (range(len(uris)) if i % 2 == 0 else reversed(range(len(uris)))):
+            if gap:
+                time.sleep(gap)
             t = time.perf_counter()
             c = libvirt.open(uris[k])
             c.close()
@@ -134,12 +141,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(client: str, phase: str, uris: dict[str, str], amount: float,
-            pids: dict[str, int]) -> dict[str, dict[str, float]]:
+            pids: dict[str, int], gap_ms: float = 0.0) -> dict[str, dict[str, float]]:
     """One phase with ``client`` against every server (name -> URI), interleaved: per server,
-    the client's figure and the daemon's CPU milliseconds per open or per pair."""
+    the client's figure and the daemon's CPU milliseconds per open or per pair. ``gap_ms``: the
+    client sleeps that long before each open."""
     mod, python = CLIENTS[client]
     names = list(uris)
-    proc = subprocess.Popen([python, "-c", _CLIENT, mod, phase, str(amount), _XML, DOMAIN,
+    proc = subprocess.Popen([python, "-c", _CLIENT, mod, phase, str(amount), str(gap_ms), _XML,
+                             DOMAIN,
                              *uris.values()],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -182,6 +191,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--open-runs", type=int, default=9)
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="sleep this long before each open (idle daemons and clients: cold)")
     ap.add_argument("--also-no-poll", action="store_true",
                     help="also a pyvirtd with busy_poll_us = 0, in the same turns")
     args = ap.parse_args()
@@ -221,7 +232,8 @@ def main() -> int:
                 ("lookupByName+info pairs/s", "calls", args.duration, "pairs_per_s",
                  "(higher is better)"),
                 ("server CPU ms per pair", "calls", args.duration, "calls_cpu_ms", "")]
-        print(f"TLS over 127.0.0.1: medians of {args.open_runs} runs of {args.opens} opens, "
+        gap = f" ({args.gap_ms:g} ms apart)" if args.gap_ms else ""
+        print(f"TLS over 127.0.0.1: medians of {args.open_runs} runs of {args.opens} opens{gap}, "
               f"of {args.runs} runs of {args.duration:g} s of calls")
         print(f"{'':46}{'pyvirtd':>10}{'libvirtd':>10}{'ratio':>8}"
               + (f"{'no poll':>10}{'ratio':>8}" if args.also_no_poll else ""))
@@ -233,7 +245,7 @@ def main() -> int:
                     k = run % len(servers)  # who goes first turns round
                     order = servers[k:] + servers[:k]
                     got = measure(client, phase, {name: uris[name] for name in order}, amount,
-                                  pids)
+                                  pids, args.gap_ms)
                     for name, result in got.items():
                         results.setdefault((name, phase), []).append(result)
             for label, phase, _, key, note in rows:
