@@ -235,6 +235,39 @@ def test_identity_of_a_process_that_is_gone_or_a_zombie() -> None:
         ProcessIdentity.of(child.pid)
 
 
+def test_identity_waits_for_an_exec_still_setting_out_its_arguments(
+        cleanup: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parent learns that its child's exec went through (its close-on-exec pipe closes) before
+    the kernel has set out the new program's arguments: an identity taken then would hash an
+    empty command line, and later never match (CI saw it once). The kernel's window lasts
+    microseconds and cannot be held open on demand, so here /proc/PID/stat's env_end (field 51)
+    reads as 0 for the first three reads of a real process: simulated."""
+    import hashlib
+
+    pid = proc.spawn_detached(["/bin/sleep", "30"])
+    cleanup.append(pid)
+    assert proc._stat(pid)[2]  # a running process's arguments are set out
+    real = proc._stat
+    reads: list[int] = []
+
+    def mid_exec(p: int) -> tuple[int, str, bool]:
+        start, state, set_out = real(p)
+        reads.append(p)
+        return start, state, set_out and len(reads) > 3
+
+    monkeypatch.setattr(proc, "_stat", mid_exec)
+    ident = ProcessIdentity.of(pid)
+    assert len(reads) == 4
+    assert ident.cmdline_hash == hashlib.sha256(b"/bin/sleep\x0030\x00").hexdigest()
+    assert ident.matches()
+    # one that never finishes is taken as it is once the wait is over
+    monkeypatch.setattr(proc, "_EXEC_WAIT", 0.05)
+    monkeypatch.setattr(proc, "_stat", lambda p: real(p)[:2] + (False,))
+    started = time.monotonic()
+    assert ProcessIdentity.of(pid).start_time_ticks == ident.start_time_ticks
+    assert 0.04 <= time.monotonic() - started < 2
+
+
 def test_a_stale_identity_never_signals_the_pids_new_owner(cleanup: list[int]) -> None:
     pid = proc.spawn_detached(["/bin/sleep", "30"])
     cleanup.append(pid)
