@@ -264,27 +264,11 @@ class ProcessIdentity:
 
     @classmethod
     def of(cls, pid: int) -> ProcessIdentity:
-        """Read the identity of a running process; raise ProcessLookupError if there is none.
-
-        A process still in the middle of its exec is waited for (up to :data:`_EXEC_WAIT`
-        seconds): the kernel closes its close-on-exec descriptors (how a parent learns that the
-        exec went through) and points /proc/PID/exe at the new program before it sets out the new
-        arguments, and until then /proc/PID/cmdline reads empty."""
-        deadline = None
-        while True:
-            start, state, set_out = _stat(pid)
-            if state in ("Z", "X"):
-                raise ProcessLookupError(errno.ESRCH, f"process {pid} has exited")
-            exe = _exe(pid)
-            if set_out or exe is None:  # (without access, the kernel shows 0: nothing to wait for)
-                break
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + _EXEC_WAIT
-            elif now >= deadline:
-                break
-            time.sleep(0.001)
-        return cls(pid=pid, start_time_ticks=start, exe=exe, cmdline_hash=_cmdline_hash(pid))
+        """Read the identity of a running process; raise ProcessLookupError if there is none."""
+        start, state = _stat(pid)
+        if state in ("Z", "X"):
+            raise ProcessLookupError(errno.ESRCH, f"process {pid} has exited")
+        return cls(pid=pid, start_time_ticks=start, exe=_exe(pid), cmdline_hash=_cmdline_hash(pid))
 
     def matches(self) -> bool:
         """True while the very process recorded still runs (not a zombie, not a reused pid)."""
@@ -306,13 +290,7 @@ class ProcessIdentity:
                    exe=None if d.get("exe") is None else str(d["exe"]), cmdline_hash=str(d["cmdline_hash"]))
 
 
-#: How long :meth:`ProcessIdentity.of` waits for a process to finish its exec.
-_EXEC_WAIT = 1.0
-
-
-def _stat(pid: int) -> tuple[int, str, bool]:
-    """Start time (field 22), state (field 3), and whether the process's arguments and
-    environment are set out (field 51, env_end, is not 0; true where the kernel does not show it)."""
+def _stat(pid: int) -> tuple[int, str]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
@@ -320,7 +298,7 @@ def _stat(pid: int) -> tuple[int, str, bool]:
         raise ProcessLookupError(errno.ESRCH, f"no process {pid}") from None
     # comm (field 2) may hold spaces and parentheses: the fields proper start after the last ')'.
     rest = raw[raw.rindex(b")") + 2:].split()
-    return int(rest[19]), rest[0].decode(), len(rest) <= 48 or rest[48] != b"0"
+    return int(rest[19]), rest[0].decode()
 
 
 def _exe(pid: int) -> str | None:
