@@ -690,9 +690,13 @@ def _alert(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _nothing() -> None:
+    pass
+
+
 async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: int, *,
                         verify: bool, timeout: float | None,
-                        kick: Callable[[], None] | None = None) -> None:
+                        kick: Callable[[], None] = _nothing) -> None:
     """Upgrade a connected socket to TLS as libvirt's client does: handshake, check the
     server's certificate (dates, host name, purpose), read the server's confirmation byte.
     Closes the connection and raises libvirt's error on any failure. ``kick`` is called when
@@ -706,8 +710,7 @@ async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: i
     try:
         try:
             wire.expect_first_byte()  # (it may arrive with the handshake's last flight)
-            if kick is not None:
-                kick()
+            kick()
             tls = await loop.start_tls(wire.transport, wire, context, server_hostname=host,
                                        ssl_handshake_timeout=timeout)
         except ssl.SSLCertVerificationError as exc:
@@ -722,8 +725,7 @@ async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: i
                               domain=codes.VIR_FROM_RPC) from exc
         assert tls is not None
         wire.transport = tls
-        if kick is not None:
-            kick()  # our last flight is out: the confirmation byte follows
+        kick()  # our last flight is out: the confirmation byte follows
         if verify:
             sslobj = tls.get_extra_info("ssl_object")
             try:
