@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -606,6 +608,58 @@ def test_client_hanging_up_first_is_answered(daemon: tuple[Pyvirtd, int], pki: t
     started = time.monotonic()
     client.close()
     assert time.monotonic() - started < 10, "the daemon did not answer the client's close_notify"
+
+
+def _queued_first_messages(port: int) -> int:
+    """How many connections to 127.0.0.1:``port`` have data waiting on the server's side."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == port and state == "01":
+            count += int(queues.split(":")[1], 16) > 0
+    return count
+
+
+def test_client_hello_waiting_when_the_daemon_wakes(daemon: tuple[Pyvirtd, int],
+                                                    pki: tlspki.PKI) -> None:
+    """Clients whose first message is already there when pyvirtd accepts (as when it wakes up
+    late) are answered before their connection has a transport (TLSAcceptor.read_first): here
+    pyvirtd is stopped while a client sends its ClientHello and another sends something else.
+    The first gets a working connection; the second is refused, logged with its address, and
+    dropped without a word, as libvirtd drops it."""
+    import threading
+
+    d, port = daemon
+    uri = tls_uri(port, pki)
+    logged = len(d.stderr())
+    opened: list[Any] = []
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        other = socket.create_connection(("127.0.0.1", port))
+        other.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        opening = threading.Thread(target=lambda: opened.append(pyvirt_open(uri)))
+        opening.start()
+        deadline = time.monotonic() + 15
+        while _queued_first_messages(port) < 2:
+            assert time.monotonic() < deadline, "the first messages did not arrive"
+            time.sleep(0.01)
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    opening.join(30)
+    assert opened, "the TLS client did not get its connection"
+    conn = opened[0]
+    try:
+        assert conn.getHostname()
+    finally:
+        conn.close()
+    other.settimeout(10)
+    assert other.recv(100) == b""
+    port_of_other = other.getsockname()[1]
+    other.close()
+    refused = [line for line in d.stderr()[logged:].splitlines()
+               if f"client tls 127.0.0.1:{port_of_other}: refused: " in line]
+    assert len(refused) == 1 and "TLS handshake failed" in refused[0], d.stderr()[logged:]
 
 
 # ---- what is kept between connections ----

@@ -430,6 +430,155 @@ def test_acceptor_takes_the_tls_objects_made_ahead(pki: tlspki.PKI) -> None:
     assert made not in (ahead, second.sslobj) and made.context is server
 
 
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Both ends of a loopback TCP connection: (the server's accepted socket, the client's)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return server, client
+
+
+def _client_until_confirmed(cli: ssl.SSLObject, c_in: ssl.MemoryBIO, c_out: ssl.MemoryBIO,
+                            sock: socket.socket) -> bytes:
+    """Carry a client's handshake on (blocking ``sock``) until the server's first byte."""
+    sock.settimeout(10)
+    while True:
+        try:
+            cli.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(c_out.read())
+            data = sock.recv(65536)
+            assert data, "the server hung up"
+            c_in.write(data)
+    sock.sendall(c_out.read())
+    while True:
+        try:
+            return cli.read(16)
+        except ssl.SSLWantReadError:
+            data = sock.recv(65536)
+            assert data, "the server hung up"
+            c_in.write(data)
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["sent", "send-buffer-full"])
+def test_client_hello_answered_before_the_transport(pki: tlspki.PKI, blocked: bool) -> None:
+    """A ClientHello already there when pyvirtd accepts (it woke up late) is answered straight
+    on the accepted socket (TLSAcceptor.read_first), before the connection has its transport;
+    what the socket cannot take yet goes first once the transport is made. The handshake then
+    goes on through the transport, with its timeout set, to the confirmation byte."""
+    from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
+
+    server, revocations = tls.server_context(_server_files(pki))
+    client = tls.client_context(tls.PKIFiles.flat(pki.pkipath("good"), server=False))
+    ours, theirs = _tcp_pair()
+    c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    cli = client.wrap_bio(c_in, c_out, server_side=False)
+    with pytest.raises(ssl.SSLWantReadError):
+        cli.do_handshake()
+    theirs.sendall(c_out.read())  # the ClientHello
+    padding = 0
+    if blocked:  # the server's socket takes nothing more: filled up beforehand
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ours.setblocking(False)
+        try:
+            while True:
+                padding += ours.send(b"\0" * 4096)
+        except BlockingIOError:
+            pass
+        ours.setblocking(True)
+    hello = ours.recv(16389)
+    acceptor = TLSAcceptor(ServerTLS(server, _server_files(pki), True, (), revocations),
+                           asyncio.Protocol)
+    acceptor.read_first(ours, hello)
+    assert acceptor.state == "handshake" and acceptor.raw is None
+    if blocked:
+        assert acceptor._unsent[:5] == bytes([22, 3, 3]) + acceptor._unsent[3:5]
+    else:
+        assert not acceptor._unsent
+        theirs.settimeout(10)
+        flight = b""
+        while not flight or len(_records_so_far(flight)) < 3:
+            flight += theirs.recv(65536)
+        assert _records_so_far(flight)[0][:2] == (22, 2)  # the ServerHello first
+        c_in.write(flight)
+
+    async def run() -> bytes:
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: acceptor, ours)
+        assert acceptor._timer is not None and not acceptor._unsent
+        if blocked:
+            junk = b""
+            while len(junk) < padding:
+                junk += await loop.run_in_executor(None, theirs.recv, padding - len(junk))
+            assert junk == b"\0" * padding
+        try:
+            return await loop.run_in_executor(None, _client_until_confirmed, cli, c_in, c_out,
+                                              theirs)
+        finally:
+            assert acceptor.raw is not None
+            acceptor.raw.close()
+
+    try:
+        assert asyncio.run(run()) == tls.CONFIRMATION
+    finally:
+        theirs.close()
+
+
+def _records_so_far(data: bytes) -> list[tuple[int, int]]:
+    """(content type, first byte) of each whole TLS record at the start of ``data``."""
+    found, pos = [], 0
+    while pos + 5 <= len(data):
+        size = int.from_bytes(data[pos + 3:pos + 5], "big")
+        if pos + 5 + size > len(data):
+            break
+        found.append((data[pos], data[pos + 5]))
+        pos += 5 + size
+    return found
+
+
+def test_client_hello_refused_before_the_transport(pki: tlspki.PKI,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Something else than a ClientHello, there at accept: refused then and there, logged with the
+    client's address; the transport made afterwards keeps the refusal's timer (no handshake
+    timeout) and drops the connection once the client is quiet, without a word to it."""
+    from pyvirt.daemon import tls as daemon_tls
+    from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
+
+    server, revocations = tls.server_context(_server_files(pki))
+    ours, theirs = _tcp_pair()
+    port = theirs.getsockname()[1]
+    theirs.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    lost: list[bool] = []
+    acceptor = TLSAcceptor(ServerTLS(server, _server_files(pki), True, (), revocations),
+                           asyncio.Protocol, lost=lambda: lost.append(True))
+
+    async def run() -> bytes:
+        loop = asyncio.get_running_loop()
+        with caplog.at_level("WARNING", logger="pyvirt.daemon"):
+            acceptor.read_first(ours, ours.recv(16389))
+        assert acceptor.state == "linger"
+        timer = acceptor._timer
+        await loop.connect_accepted_socket(lambda: acceptor, ours)
+        assert acceptor._timer is timer
+        return await loop.run_in_executor(None, theirs.recv, 100)
+
+    try:
+        theirs.settimeout(10)
+        started = time.monotonic()
+        assert asyncio.run(run()) == b""  # dropped, nothing said
+        assert time.monotonic() - started < daemon_tls._LINGER_MAX
+        assert lost == [True]
+    finally:
+        theirs.close()
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and "TLS handshake failed" in refused[0], refused
+    assert refused[0].startswith(f"client tls 127.0.0.1:{port}: refused: "), refused
+
+
 def test_client_polls_after_its_client_hello_and_its_last_flight(pki: tlspki.PKI) -> None:
     """pyvirt's client has its loop poll (pyvirt.rpc.busypoll) when its ClientHello goes out
     and when its last flight has: each time, the server's answer follows within microseconds."""

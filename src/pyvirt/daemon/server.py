@@ -85,6 +85,7 @@ from pyvirt.rpc.xdr import compile_busy_structs
 
 if TYPE_CHECKING:
     from pyvirt.connection import virConnect
+    from pyvirt.daemon.tls import TLSAcceptor
 
 __all__ = ["Daemon", "DaemonOptions", "check_config"]
 
@@ -97,6 +98,9 @@ _EVENT_BACKLOG_MAX = 32 * 1024 * 1024
 _SHUTDOWN_GRACE = 5.0
 #: Seconds a listening socket rests after accept() ran out of descriptors or memory (libvirtd's).
 _ACCEPT_REST = 5.0
+#: The most read of a TLS client's first message before its connection has a transport: one
+#: TLS record.
+_FIRST_READ = 16384 + 5
 
 _CALL_TYPES = frozenset({int(MessageType.CALL), int(MessageType.CALL_WITH_FDS)})
 
@@ -632,16 +636,33 @@ class Daemon:
         now rather than on the loop's next turn: the client's first message is on its way."""
         made = False
 
-        def factory() -> asyncio.Protocol:
-            nonlocal made
-            made = True  # the transport owns the socket from here
-            return listening.protocol(slot)()
-
         def failed(exc: BaseException) -> None:
             if not made:
                 conn.close()
                 self.release(slot)
             log.warning("a connection on %s failed at once: %s", listening.plan.describe(), exc)
+
+        try:
+            protocol = listening.protocol(slot)()
+            if listening.plan.kind == "tls":
+                # An idle daemon wakes late: the client's first message may be here already,
+                # and is then answered before the transport is made (TLSAcceptor.read_first)
+                try:
+                    first = conn.recv(_FIRST_READ, socket.MSG_DONTWAIT)
+                except OSError:  # (nothing yet; or an error, which the transport meets again)
+                    first = b""
+                if first:  # (its answer goes in two writes: not to be held back by Nagle)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    cast("TLSAcceptor", protocol).read_first(conn, first)
+        except Exception as exc:  # noqa: BLE001 - the connection's, not the daemon's
+            failed(exc)
+            return
+
+        def factory() -> asyncio.Protocol:
+            nonlocal made
+            made = True  # the transport owns the socket from here
+            return protocol
+
         # (connect_accepted_socket makes the socket non-blocking, and a TCP one TCP_NODELAY so
         # that small replies leave at once, on asyncio's loop and on uvloop)
         run_now(asyncio.get_running_loop().connect_accepted_socket(factory, conn), failed)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +230,24 @@ class TLSAcceptor(asyncio.Protocol):
         self.receiving = False
         self._timer: asyncio.TimerHandle | None = None
         self._linger_end = 0.0
+        #: Before the transport is made (:meth:`read_first`): the accepted socket, and what could
+        #: not be sent on it yet.
+        self._sock: socket.socket | None = None
+        self._unsent = b""
+
+    def read_first(self, sock: socket.socket, data: bytes) -> None:
+        """Handle the client's first bytes (its ClientHello), read straight from the accepted
+        ``sock`` before the connection has its transport, and send the answer on ``sock``.
+
+        A daemon that sat idle wakes up late: by the time it accepts, the ClientHello is often
+        there already, and the transport made first would stand between it and the answer
+        (about 200 µs here, cold). Made afterwards, the transport costs nothing the client
+        waits for: the client is busy with the server's flight meanwhile."""
+        self._sock = sock
+        try:
+            self.data_received(data)
+        finally:
+            self._sock = None
 
     # ---- the raw TCP side ----
 
@@ -238,7 +257,11 @@ class TLSAcceptor(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         if peername:
             self.peer = f"tls {peername[0]}:{peername[1]}"
-        self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
+        if self._unsent:
+            transport.write(self._unsent)
+            self._unsent = b""
+        if self.state == "handshake":
+            self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.state == "linger":
@@ -287,8 +310,22 @@ class TLSAcceptor(asyncio.Protocol):
 
     def flush(self) -> None:
         data = self.outgoing.read()
-        if data and self.raw is not None and not self.raw.is_closing():
-            self.raw.write(data)
+        if not data:
+            return
+        if self.raw is not None:
+            if not self.raw.is_closing():
+                self.raw.write(data)
+            return
+        # Before the transport (read_first): on the socket, what it takes now; the transport
+        # sends the rest first thing.
+        if self._sock is not None and not self._unsent:
+            try:
+                data = data[self._sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL):]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:  # the client is gone: the transport finds out, and ends the connection
+                pass
+        self._unsent += data
 
     # ---- the handshake and the checks ----
 
@@ -331,6 +368,13 @@ class TLSAcceptor(asyncio.Protocol):
     def _refuse(self, reason: str) -> None:
         """Log, then drop the connection as libvirtd does: no TLS alert or goodbye, once the
         client has sent what it was sending."""
+        if self.raw is None and self._sock is not None:  # (read_first: connection_made is to come)
+            try:
+                address = self._sock.getpeername()
+            except OSError:
+                address = None
+            if isinstance(address, tuple):
+                self.peer = f"tls {address[0]}:{address[1]}"
         log.warning("client %s: refused: %s", self.peer, reason)
         self.state = "linger"
         self._linger_end = asyncio.get_running_loop().time() + _LINGER_MAX
