@@ -28,7 +28,7 @@ taken as verified: :func:`pyvirt.rpc.openssl_ext.remember_verified_chains`); the
 once at start-up: :class:`pyvirt.rpc.tls.Revocations`) and libvirt's own checks of that certificate
 (:func:`pyvirt.rpc.tls.check_peer`: dates, ``tls_allowed_dn_list``, basic constraints, key usage
 and purpose); then the byte 0x01; only then does the connection become a
-:class:`~pyvirt.daemon.server.ClientConnection` (authentication as for TCP, with the session's
+:class:`~pyvirt.daemon.client.ClientConnection` (authentication as for TCP, with the session's
 transport ``"tls"``, so ``auth_tls`` can add SASL on top). As libvirtd counts its clients from
 accept(), a connection in its handshake counts against ``max_clients`` already (and against
 ``max_anonymous_clients`` when ``auth_tls`` asks for SASL).
@@ -440,7 +440,7 @@ class TLSAcceptor(asyncio.Protocol):
 
 
 class TLSTransport(asyncio.Transport):
-    """The transport a TLS client's :class:`~pyvirt.daemon.server.ClientConnection` writes to:
+    """The transport a TLS client's :class:`~pyvirt.daemon.client.ClientConnection` writes to:
     encrypts into the TCP transport underneath, which does the buffering and flow control."""
 
     def __init__(self, conn: TLSAcceptor) -> None:
