@@ -20,8 +20,9 @@ Differences from libvirtd, on purpose:
   (:mod:`pyvirt.rpc.busypoll`).
 * ``listen_tls`` defaults to 0 (libvirtd: 1): ``--listen`` alone opens no port that needs
   certificates to exist (see :mod:`pyvirt.daemon.tls` for where they are looked for).
-* ``tls_priority`` is accepted but has no effect: it is a GnuTLS priority string, and pyvirtd's
-  TLS is OpenSSL's.
+* ``tls_priority`` is accepted but has no effect yet: pyvirtd's TLS runs on GnuTLS with its own
+  priority string (:data:`pyvirt.daemon.tls_gnutls.PRIORITY`), or on OpenSSL where GnuTLS is
+  not installed.
 * ``tcp_port``/``tls_port`` may be written as a number as well as a string (libvirtd takes only
   the string form).
 * Unknown keys are ignored, as libvirtd does, but reported as warnings with the closest known

@@ -72,6 +72,9 @@ class ListeningSocket:
         self.protocol = protocol
         #: accept() ran out of descriptors or memory: the socket rests until this timer fires.
         self.resting: asyncio.TimerHandle | None = None
+        #: Where set, what takes an accepted socket over instead of an asyncio transport with
+        #: :attr:`protocol` (TLS on GnuTLS: pyvirt.daemon.tls_gnutls).
+        self.adopt: Callable[[socket.socket, ClientSlot], None] | None = None
 
 
 def plan_listeners(options: DaemonOptions) -> list[Listener]:

@@ -75,7 +75,7 @@ from pyvirt.rpc.xdr import compile_busy_structs
 
 if TYPE_CHECKING:
     from pyvirt.connection import virConnect
-    from pyvirt.daemon.tls import TLSAcceptor
+    from pyvirt.daemon.tls import ServerTLS, TLSAcceptor
 
 __all__ = ["Daemon", "DaemonOptions", "check_config"]
 
@@ -267,6 +267,7 @@ class Daemon:
             return lambda: ClientConnection(self, slot, readonly=plan.readonly, kind=plan.kind)
 
         protocol = client
+        adopt: Callable[[socket.socket, ClientSlot], None] | None = None
         if plan.kind == "unix":
             socks = [bind_unix(plan, gid, backlog)]
             assert plan.path is not None
@@ -282,10 +283,28 @@ class Daemon:
                     return lambda: TLSAcceptor(tls, client(slot), lost=lambda: self.release(slot),
                                                kick=self.busy_poll.kick)
                 protocol = handshake
+                if tls.gnutls is not None:
+                    adopt = self._gnutls_adopter(tls, client)
             socks = await bind_tcp(plan, backlog)
             ports = self.tls_ports if plan.kind == "tls" else self.tcp_ports
             ports.extend(s.getsockname()[1] for s in socks)
-        self._listening.extend(ListeningSocket(sock, plan, anonymous, protocol) for sock in socks)
+        for sock in socks:
+            listening = ListeningSocket(sock, plan, anonymous, protocol)
+            listening.adopt = adopt
+            self._listening.append(listening)
+
+    def _gnutls_adopter(self, tls: ServerTLS,
+                        client: Callable[[ClientSlot], Callable[[], asyncio.Protocol]]
+                        ) -> Callable[[socket.socket, ClientSlot], None]:
+        """How a TLS socket's connections start on GnuTLS (pyvirt.daemon.tls_gnutls)."""
+        from pyvirt.daemon.tls_gnutls import GnuTLSConnection
+
+        def adopt(conn: socket.socket, slot: ClientSlot) -> None:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            GnuTLSConnection(tls, conn, client(slot), lost=lambda: self.release(slot),
+                             kick=self.busy_poll.kick)
+        return adopt
 
     # ---- accepting, within the client limits ----
 
@@ -361,6 +380,12 @@ class Daemon:
                 self.release(slot)
             log.warning("a connection on %s failed at once: %s", listening.plan.describe(), exc)
 
+        if listening.adopt is not None:
+            try:
+                listening.adopt(conn, slot)
+            except Exception as exc:  # noqa: BLE001 - the connection's, not the daemon's
+                failed(exc)
+            return
         try:
             protocol = listening.protocol(slot)()
             if listening.plan.kind == "tls":

@@ -20,9 +20,14 @@ At start-up the files are read and libvirt's sanity checks run on the server cer
 CA (unless ``tls_no_sanity_certificate = 1``); any fault stops the daemon with the file (and the
 pyvirtd.conf key) named.
 
-Per connection (:class:`TLSAcceptor`): the TLS handshake, its ServerHello sent ahead of the rest
-of the server's first flight as libvirtd's GnuTLS sends it, during which OpenSSL verifies the
-client's certificate against the CA (a certificate is required unless
+Connections run on GnuTLS, libvirtd's own library, where it is installed
+(:mod:`pyvirt.daemon.tls_gnutls`: it reads and writes the socket itself, and checks as libvirtd
+checks, after the handshake); otherwise, or with ``PYVIRTD_TLS_LIBRARY=openssl`` in the
+environment, on OpenSSL, as follows. The start-up log says which (at the info level).
+
+Per connection on OpenSSL (:class:`TLSAcceptor`): the TLS handshake, its ServerHello sent ahead
+of the rest of the server's first flight as libvirtd's GnuTLS sends it, during which OpenSSL
+verifies the client's certificate against the CA (a certificate is required unless
 ``tls_no_verify_certificate = 1``; a chain verified in the last five minutes, byte for byte, is
 taken as verified: :func:`pyvirt.rpc.openssl_ext.remember_verified_chains`); then the CRL (read
 once at start-up: :class:`pyvirt.rpc.tls.Revocations`) and libvirt's own checks of that certificate
@@ -70,7 +75,9 @@ from pyvirt.rpc.tls import (
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["ServerTLS", "load_server_tls", "server_pki_files", "TLSAcceptor"]
+    from pyvirt.daemon.tls_gnutls import Credentials
+
+__all__ = ["ServerTLS", "load_server_tls", "server_pki_files", "TLSAcceptor", "Refusing"]
 
 log = logging.getLogger("pyvirt.daemon")
 
@@ -128,6 +135,8 @@ class ServerTLS:
     allowed_dns: tuple[str, ...]
     #: The CRL, checked once the handshake is done (None: no crl_file, or clients unverified).
     revocations: Revocations | None = None
+    #: GnuTLS's credentials, where GnuTLS is used (pyvirt.daemon.tls_gnutls); else OpenSSL.
+    gnutls: Credentials | None = None
     #: The next connection's TLS objects, made ahead of it (:meth:`prepare`).
     _spare: list[_Session] = field(default_factory=list, repr=False, compare=False)
 
@@ -147,7 +156,7 @@ class ServerTLS:
         fall between a client's connect() and its first message, which follows at once. The
         context does not change once the daemon serves, so an object made early is the same as
         one made late."""
-        if not self._spare:
+        if not self._spare and self.gnutls is None:
             self._spare.append(self.session())
 
 
@@ -175,8 +184,22 @@ def load_server_tls(config: DaemonConfig, instance: ServedInstance, *,
     if config.tls_no_verify_certificate and warn:
         log.warning("tls_no_verify_certificate = 1: TLS clients are not asked for a certificate; "
                     "anyone who can reach the TLS port gets in")
+    import ssl
+
+    from pyvirt.daemon import tls_gnutls
+
+    gnutls = None
+    library = ssl.OPENSSL_VERSION
+    if tls_gnutls.available():
+        try:
+            gnutls = tls_gnutls.Credentials(files, not config.tls_no_verify_certificate)
+        except OSError as exc:
+            raise config.error("listen_tls", str(exc)) from exc
+        library = f"GnuTLS {tls_gnutls.version()}"
+    if warn:
+        log.info("TLS connections on %s", library)
     return ServerTLS(context, files, not config.tls_no_verify_certificate,
-                     tuple(config.tls_allowed_dn_list), revocations)
+                     tuple(config.tls_allowed_dn_list), revocations, gnutls)
 
 
 def _why(exc: BaseException) -> str:
@@ -204,7 +227,52 @@ _LINGER_MAX = 3.0
 _READ_MAX = 256 * 1024
 
 
-class TLSAcceptor(asyncio.Protocol):
+class Refusing:
+    """How a TLS connection in its handshake is ended (by :class:`TLSAcceptor` on OpenSSL and
+    :class:`pyvirt.daemon.tls_gnutls.GnuTLSConnection`): a refused client is logged, then dropped
+    without a TLS alert or goodbye once it has been quiet for a moment (or after a few seconds of
+    sending); one that does not complete its handshake in time is dropped too. A subclass drops
+    the connection in :meth:`_drop`."""
+
+    peer: str
+    state: str
+    _timer: asyncio.TimerHandle | None
+    _linger_end: float
+
+    def _drop(self) -> None:
+        raise NotImplementedError
+
+    def _refuse(self, reason: str) -> None:
+        log.warning("client %s: refused: %s", self.peer, reason)
+        self.state = "linger"
+        self._linger_end = asyncio.get_running_loop().time() + _LINGER_MAX
+        self._linger()
+
+    def _linger(self) -> None:
+        """The client sent something (or was just refused): drop it once it is quiet."""
+        loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = min(_LINGER_QUIET, max(0.0, self._linger_end - loop.time()))
+        self._timer = loop.call_later(delay, self._drop)
+
+    def _accepted(self, dn: str) -> None:
+        """The handshake is complete and the client passed (``dn``: its DN, as logged)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        log.info("client %s: TLS certificate accepted, DN %s", self.peer, dn)
+        self.state = "open"
+
+    def _timeout(self) -> None:
+        self._timer = None
+        if self.state == "handshake":
+            log.warning("client %s: refused: no TLS handshake within %.0f s", self.peer,
+                        HANDSHAKE_TIMEOUT)
+            self._drop()
+
+
+class TLSAcceptor(Refusing, asyncio.Protocol):
     """One TCP connection on the TLS port: the handshake over memory BIOs (so that pyvirtd, not
     OpenSSL, decides when a refused client is dropped, and how), libvirt's checks, the
     confirmation byte; then it carries the client's :class:`TLSTransport`."""
@@ -355,19 +423,13 @@ class TLSAcceptor(asyncio.Protocol):
                 self.flush()
                 self._refuse(f"Failed to verify peer's certificate: {exc.message}")
                 return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        log.info("client %s: TLS certificate accepted, DN %s", self.peer, dn)
-        self.state = "open"
+        self._accepted(dn)
         self.app_transport = TLSTransport(self)
         self.app_transport.write(CONFIRMATION)
         self.app = self.make_client()
         self.app.connection_made(self.app_transport)
 
     def _refuse(self, reason: str) -> None:
-        """Log, then drop the connection as libvirtd does: no TLS alert or goodbye, once the
-        client has sent what it was sending."""
         if self.raw is None and self._sock is not None:  # (read_first: connection_made is to come)
             try:
                 address = self._sock.getpeername()
@@ -375,29 +437,12 @@ class TLSAcceptor(asyncio.Protocol):
                 address = None
             if isinstance(address, tuple):
                 self.peer = f"tls {address[0]}:{address[1]}"
-        log.warning("client %s: refused: %s", self.peer, reason)
-        self.state = "linger"
-        self._linger_end = asyncio.get_running_loop().time() + _LINGER_MAX
-        self._linger()
-
-    def _linger(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._timer is not None:
-            self._timer.cancel()
-        delay = min(_LINGER_QUIET, max(0.0, self._linger_end - loop.time()))
-        self._timer = loop.call_later(delay, self._drop)
+        super()._refuse(reason)
 
     def _drop(self) -> None:
         self.state = "closed"
         if self.raw is not None:
             self.raw.close()
-
-    def _timeout(self) -> None:
-        self._timer = None
-        if self.state == "handshake":
-            log.warning("client %s: refused: no TLS handshake within %.0f s", self.peer,
-                        HANDSHAKE_TIMEOUT)
-            self._drop()
 
     # ---- the client's data ----
 
