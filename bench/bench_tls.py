@@ -31,8 +31,10 @@ Target (issue 8 "Speed"): no slower than libvirtd.
 Below set-up, each round's two opens are also compared directly (they are adjacent in time): the
 median difference pyvirtd - libvirtd, and in how many rounds pyvirtd's was the quicker. On this
 machine a daemon's open that follows the other daemon's turn pays for having sat idle meanwhile
-(its vCPU halted, the core cold), the more so the more code and data it has to bring back:
-pyvirtd (CPython, OpenSSL 3.0) 120-520 µs, libvirtd 30-270 µs. Warm, pyvirtd's is the quicker.
+(its vCPU halted, the core cold), the more so the more code and data it has to bring back. With
+pyvirtd's TLS on OpenSSL 3.0 (``PYVIRTD_TLS_LIBRARY=openssl``) that cost was 120-520 µs against
+libvirtd's 30-270, and when the machine was slow it decided which side of 1 the ratio fell; on
+GnuTLS, as libvirtd, it is much smaller (see ``--gap-ms``).
 
 ``--also-no-poll`` adds a third server to the turns: a second pyvirtd with ``busy_poll_us = 0``
 (pyvirt.rpc.busypoll), to show in the same run what its polling between messages gives, and
@@ -40,7 +42,8 @@ costs in CPU.
 
 ``--gap-ms N`` has the client sleep N ms before each open: every daemon and the client then sit
 idle between opens, as with a command-line client started per command, and each set-up starts
-cold (on this machine, with 20 ms: about 5 ms instead of 2.5, pyvirtd 1.07-1.14x libvirtd).
+cold (on this machine, with 20 ms: about 3-5 ms instead of 2; python3-libvirt 0.98-0.99x with
+pyvirtd on GnuTLS, 1.07-1.14x on OpenSSL).
 
 Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--open-runs N] [--duration SECONDS]
        [--runs N] [--gap-ms N] [--also-no-poll]
