@@ -239,3 +239,44 @@ def test_not_tls_and_leaving_in_the_handshake(pki: tlspki.PKI,
     messages = [r.getMessage() for r in caplog.records]
     assert any("refused: TLS handshake failed" in m for m in messages), messages
     assert any("left during the TLS handshake" in m for m in messages), messages
+
+
+def test_client_gone_before_it_is_admitted(pki: tlspki.PKI) -> None:
+    """A client that completes its handshake and leaves at once is still known by its address when
+    its connection is made (the daemon's admission needs it), and the connection then ends
+    cleanly: its end of file, then its loss, once."""
+    served = _served(pki)
+    ours, theirs = _tcp_pair()
+    names: list[object] = []
+
+    class Admitting(App):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            names.append(transport.get_extra_info("peername"))
+            super().connection_made(transport)
+
+    app = Admitting()
+    port = theirs.getsockname()[1]
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        cli = _client_context(pki).wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLWantReadError):
+            cli.do_handshake()
+        theirs.sendall(c_out.read())
+        conn = tls_gnutls.GnuTLSConnection(served, ours, lambda: app)
+        while True:
+            c_in.write(await loop.run_in_executor(None, theirs.recv, 65536))
+            try:
+                cli.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                continue
+        # its last flight, and gone, before the loop runs again
+        theirs.sendall(c_out.read())
+        theirs.close()
+        await _until(lambda: conn.state == "closed" and "lost" in app.events)
+
+    asyncio.run(run())
+    assert names == [("127.0.0.1", port)]
+    assert app.events == ["made", "eof", "lost"]

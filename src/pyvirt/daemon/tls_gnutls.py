@@ -75,6 +75,8 @@ _STATUS = ((1 << 5, "certificate revoked"), (1 << 10, "certificate has expired")
 _HIGH_WATER = 64 * 1024
 _LOW_WATER = _HIGH_WATER // 4
 _RECORD_MAX = 16384
+#: Non-fatal errors in a row (warning alerts, say) after which a connection is given up.
+_NONFATAL_MAX = 16
 _READ_SIZE = 256 * 1024
 
 
@@ -200,12 +202,17 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
         self.lost = lost
         self.kick = kick or (lambda: None)
         self.peer = "tls (unknown)"
-        try:
-            address = sock.getpeername()
-            if isinstance(address, tuple):
-                self.peer = f"tls {address[0]}:{address[1]}"
-        except OSError:
-            pass
+        #: The addresses, as the socket had them when accepted (asyncio's transports keep them
+        #: too: a client gone by the time it is admitted has none any more).
+        self._names: dict[str, object] = {}
+        for name, call in (("peername", sock.getpeername), ("sockname", sock.getsockname)):
+            try:
+                self._names[name] = call()
+            except OSError:
+                pass
+        address = self._names.get("peername")
+        if isinstance(address, tuple):
+            self.peer = f"tls {address[0]}:{address[1]}"
         assert tls.gnutls is not None
         self.session: ctypes.c_void_p | None = tls.gnutls.session(self.fd)
         self.state = "handshake"  # -> "open" | "linger" -> "closed"
@@ -265,7 +272,7 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
 
     def _handshake(self) -> None:
         lib = _lib()
-        while True:
+        for _ in range(_NONFATAL_MAX):
             done = lib.gnutls_handshake(self.session)
             if done == 0:
                 break
@@ -275,7 +282,7 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
                 self.kick()  # the client's next flight follows within microseconds
                 return
             if done == _E_WARNING_ALERT_RECEIVED or not lib.gnutls_error_is_fatal(done):
-                continue
+                continue  # (a warning alert, say: the handshake goes on)
             if done in (_E_NO_CERTIFICATE_FOUND, _E_CERTIFICATE_REQUIRED):
                 self._refuse("the client sent no certificate")
             elif done in (_E_PREMATURE_TERMINATION, _E_PUSH_ERROR, _E_PULL_ERROR):
@@ -283,6 +290,10 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
                 self._close_now()
             else:
                 self._refuse(f"TLS handshake failed: {_why(done)}")
+            return
+        else:
+            self._refuse(f"TLS handshake failed: {_NONFATAL_MAX} non-fatal errors in a row "
+                         f"(the last: {_why(done)})")
             return
         dn = "(not checked: tls_no_verify_certificate)"
         if self.tls.verify:
@@ -338,9 +349,11 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
 
     def _receive(self) -> None:
         lib = _lib()
+        nonfatal = 0
         while self.state == "open" and not self._read_paused:
             got = lib.gnutls_record_recv(self.session, self._buffer, _READ_SIZE)
             if got > 0:
+                nonfatal = 0
                 assert self.app is not None
                 self.app.data_received(ctypes.string_at(self._buffer, got))
                 continue
@@ -352,8 +365,9 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
                     self.app.eof_received()
                 self.close()
                 return
-            if not lib.gnutls_error_is_fatal(got):
-                continue
+            nonfatal += 1
+            if not lib.gnutls_error_is_fatal(got) and nonfatal < _NONFATAL_MAX:
+                continue  # (a warning alert, or a renegotiation asked for and not done)
             log.warning("client %s: TLS error, closing: %s", self.peer, _why(got))
             self.abort()
             return
@@ -405,14 +419,7 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
     def get_extra_info(self, name: str, default: object = None) -> object:
         if name == "socket":
             return self.sock
-        if name == "peername":
-            try:
-                return self.sock.getpeername()
-            except OSError:
-                return default
-        if name == "sockname":
-            return self.sock.getsockname()
-        return default
+        return self._names.get(name, default)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, asyncio.Protocol)
