@@ -58,7 +58,8 @@ class ListeningSocket:
     """One socket the daemon accepts on, and what its connections become."""
 
     def __init__(self, sock: socket.socket, plan: Listener, anonymous: bool,
-                 protocol: Callable[[ClientSlot], Callable[[], asyncio.Protocol]]) -> None:
+                 protocol: Callable[[ClientSlot], Callable[[], asyncio.Protocol]],
+                 adopt: Callable[[socket.socket, ClientSlot], None] | None = None) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         #: Family, type and protocol of its connections, as plain numbers: TCP's said outright
@@ -74,7 +75,7 @@ class ListeningSocket:
         self.resting: asyncio.TimerHandle | None = None
         #: Where set, what takes an accepted socket over instead of an asyncio transport with
         #: :attr:`protocol` (TLS on GnuTLS: pyvirt.daemon.tls_gnutls).
-        self.adopt: Callable[[socket.socket, ClientSlot], None] | None = None
+        self.adopt = adopt
 
 
 def plan_listeners(options: DaemonOptions) -> list[Listener]:

@@ -288,10 +288,8 @@ class Daemon:
             socks = await bind_tcp(plan, backlog)
             ports = self.tls_ports if plan.kind == "tls" else self.tcp_ports
             ports.extend(s.getsockname()[1] for s in socks)
-        for sock in socks:
-            listening = ListeningSocket(sock, plan, anonymous, protocol)
-            listening.adopt = adopt
-            self._listening.append(listening)
+        self._listening.extend(ListeningSocket(sock, plan, anonymous, protocol, adopt)
+                               for sock in socks)
 
     def _gnutls_adopter(self, tls: ServerTLS,
                         client: Callable[[ClientSlot], Callable[[], asyncio.Protocol]]

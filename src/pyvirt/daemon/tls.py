@@ -67,6 +67,7 @@ from pyvirt.rpc.tls import (
     Revocations,
     TLSError,
     check_peer,
+    nothing,
     pki_files,
     sanity_check,
     server_context,
@@ -77,7 +78,8 @@ if TYPE_CHECKING:
 
     from pyvirt.daemon.tls_gnutls import Credentials
 
-__all__ = ["ServerTLS", "load_server_tls", "server_pki_files", "TLSAcceptor", "Refusing"]
+__all__ = ["ServerTLS", "load_server_tls", "server_pki_files", "TLSAcceptor", "Refusing",
+           "peer_label"]
 
 log = logging.getLogger("pyvirt.daemon")
 
@@ -214,8 +216,11 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _nothing() -> None:
-    pass
+def peer_label(address: object) -> str | None:
+    """How the log names a TLS client at ``address`` (a socket's peer name); None if it has none."""
+    if isinstance(address, tuple):
+        return f"tls {address[0]}:{address[1]}"
+    return None
 
 
 #: After a refusal, how long the client may stay silent before the connection is dropped, and
@@ -279,13 +284,13 @@ class TLSAcceptor(Refusing, asyncio.Protocol):
 
     def __init__(self, tls: ServerTLS, make_client: Callable[[], asyncio.Protocol],
                  lost: Callable[[], None] | None = None,
-                 kick: Callable[[], None] | None = None) -> None:
+                 kick: Callable[[], None] = nothing) -> None:
         self.tls = tls
         self.make_client = make_client
         #: Called when the connection ends before it became a client (refused, timed out, left).
         self.lost = lost
         #: Called after each handshake step: the daemon's busy polling (pyvirt.rpc.busypoll).
-        self.kick = kick or _nothing
+        self.kick = kick
         self.peer = "tls (unknown)"
         self.sslobj, self.incoming, self.outgoing = tls.session()
         self.raw: asyncio.Transport | None = None
@@ -322,9 +327,7 @@ class TLSAcceptor(Refusing, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not subclasses)
         self.raw = transport
-        peername = transport.get_extra_info("peername")
-        if peername:
-            self.peer = f"tls {peername[0]}:{peername[1]}"
+        self.peer = peer_label(transport.get_extra_info("peername")) or self.peer
         if self._unsent:
             transport.write(self._unsent)
             self._unsent = b""
@@ -389,9 +392,7 @@ class TLSAcceptor(Refusing, asyncio.Protocol):
         if self._sock is not None and not self._unsent:
             try:
                 data = data[self._sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL):]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:  # the client is gone: the transport finds out, and ends the connection
+            except OSError:  # full for now; or the client is gone, which the transport finds out
                 pass
         self._unsent += data
 
@@ -432,11 +433,9 @@ class TLSAcceptor(Refusing, asyncio.Protocol):
     def _refuse(self, reason: str) -> None:
         if self.raw is None and self._sock is not None:  # (read_first: connection_made is to come)
             try:
-                address = self._sock.getpeername()
+                self.peer = peer_label(self._sock.getpeername()) or self.peer
             except OSError:
-                address = None
-            if isinstance(address, tuple):
-                self.peer = f"tls {address[0]}:{address[1]}"
+                pass
         super()._refuse(reason)
 
     def _drop(self) -> None:

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from pyvirt.daemon.tls import HANDSHAKE_TIMEOUT, Refusing
-from pyvirt.rpc.tls import CONFIRMATION, PeerRefused, check_peer
+from pyvirt.daemon.tls import HANDSHAKE_TIMEOUT, Refusing, peer_label
+from pyvirt.rpc.tls import CONFIRMATION, PeerRefused, check_peer, nothing
 
 if TYPE_CHECKING:
     from pyvirt.daemon.tls import ServerTLS
@@ -192,7 +192,7 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
     def __init__(self, tls: ServerTLS, sock: socket.socket,
                  make_client: Callable[[], asyncio.Protocol],
                  lost: Callable[[], None] | None = None,
-                 kick: Callable[[], None] | None = None) -> None:
+                 kick: Callable[[], None] = nothing) -> None:
         super().__init__()
         self.tls = tls
         self.sock = sock
@@ -200,8 +200,7 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
         self.loop = asyncio.get_running_loop()
         self.make_client = make_client
         self.lost = lost
-        self.kick = kick or (lambda: None)
-        self.peer = "tls (unknown)"
+        self.kick = kick
         #: The addresses, as the socket had them when accepted (asyncio's transports keep them
         #: too: a client gone by the time it is admitted has none any more).
         self._names: dict[str, object] = {}
@@ -210,9 +209,7 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
                 self._names[name] = call()
             except OSError:
                 pass
-        address = self._names.get("peername")
-        if isinstance(address, tuple):
-            self.peer = f"tls {address[0]}:{address[1]}"
+        self.peer = peer_label(self._names.get("peername")) or "tls (unknown)"
         assert tls.gnutls is not None
         self.session: ctypes.c_void_p | None = tls.gnutls.session(self.fd)
         self.state = "handshake"  # -> "open" | "linger" -> "closed"
@@ -220,8 +217,8 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
         self._buffer = tls.gnutls.buffer
         self._out: list[bytes] = []  # what waits for the socket, in order
         self._out_size = 0
-        #: A record GnuTLS holds after EAGAIN: sent by calling again with nothing (its size).
-        self._held = 0
+        #: GnuTLS holds a record after EAGAIN: it is sent by calling again with nothing.
+        self._held = False
         self._writing = False  # a writer callback is registered
         self._reading = False
         self._read_paused = False
@@ -394,14 +391,14 @@ class GnuTLSConnection(Refusing, asyncio.Transport):
             else:
                 sent = lib.gnutls_record_send(self.session, chunk, min(len(chunk), _RECORD_MAX))
             if sent in (_E_AGAIN, _E_INTERRUPTED):
-                self._held = self._held or min(len(chunk), _RECORD_MAX)
+                self._held = True
                 self._set_writing(True)
                 return
             if sent < 0:
                 log.warning("client %s: TLS error, closing: %s", self.peer, _why(sent))
                 self.abort()
                 return
-            self._held = 0
+            self._held = False
             if sent < len(chunk):
                 self._out[0] = chunk[sent:]
             else:

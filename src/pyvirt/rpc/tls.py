@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 __all__ = ["PKIFiles", "TLSError", "PeerRefused", "CONFIRMATION", "client_files", "pki_files",
            "sanity_check", "check_peer", "distinguished_name", "dn_matches", "server_context",
            "Revocations", "load_revocations",
-           "client_context", "client_setup", "tls_handshake", "load_cert", "SYSTEM_PKI"]
+           "client_context", "client_setup", "tls_handshake", "nothing", "load_cert", "SYSTEM_PKI"]
 
 log = logging.getLogger(__name__)
 
@@ -690,13 +690,13 @@ def _alert(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _nothing() -> None:
-    pass
+def nothing() -> None:
+    """Does nothing: the default of the kicks (pyvirt.rpc.busypoll) of TLS handshakes."""
 
 
 async def tls_handshake(wire: _Wire, context: ssl.SSLContext, host: str, port: int, *,
                         verify: bool, timeout: float | None,
-                        kick: Callable[[], None] = _nothing) -> None:
+                        kick: Callable[[], None] = nothing) -> None:
     """Upgrade a connected socket to TLS as libvirt's client does: handshake, check the
     server's certificate (dates, host name, purpose), read the server's confirmation byte.
     Closes the connection and raises libvirt's error on any failure. ``kick`` is called when
