@@ -31,6 +31,7 @@ from lifecycle_support import (
 
 from pyvirt import connection
 from pyvirt.errors import PyvirtError
+from pyvirt.qemu import proc
 from pyvirt.testing import guest as tg
 
 from oracle import LibvirtEmbed
@@ -189,6 +190,84 @@ def test_create_reboot_reset(root: Path, guest: tg.Guest) -> None:
     assert pyvirsh(uri, "shutdown", "tr").stdout == "Domain 'tr' is being shutdown\n\n"
     wait_for(lambda: pyvirsh(uri, "list", "--all", "--name").stdout == "\n", POWEROFF_TIMEOUT,
              "the transient domain to vanish")
+    nothing_left(root, "tr")
+
+
+# A process that reboots the guest and holds the monitor when it powers off, so that it finishes the
+# reboot (reset, then cont) itself; it dies by os._exit (code 3) before or after the cont, or closes
+# its connection while the reboot is under way.
+_REBOOTS = """
+import os, sys, threading, time
+import pyvirt
+from pyvirt.qemu import process
+
+uri, how = sys.argv[1:]
+resume = process._resume
+midway = threading.Event()
+def patched(rd, reason):
+    if how == "after-cont":
+        resume(rd, reason)
+    if how != "close-midway":
+        os._exit(3)
+    midway.set()
+    time.sleep(0.5)
+    resume(rd, reason)
+process._resume = patched
+conn = pyvirt.open(uri)
+conn.lookupByName("tr").reboot(0)
+if not midway.wait(60):
+    sys.exit(1)
+conn.close()
+"""
+
+
+def _status(root: Path, name: str) -> dict[str, object]:
+    from pyvirt.qemu.process import STATUS_FORMAT
+
+    data = proc.read_status(root / "run" / "qemu" / f"{name}.json", STATUS_FORMAT)
+    return {k: data.get(k) for k in ("state", "reason", "fake_reboot", "resetting")}
+
+
+@pytest.mark.slow
+def test_reboot_finished_whatever_the_process_does(root: Path, guest: tg.Guest) -> None:
+    """The process holding the monitor when the guest powers off for its reboot finishes it.
+    If it closes its connection meanwhile, the close waits for the reboot. If it dies between the
+    reset and the cont (a short-lived pyvirsh), or before it recorded the guest running again,
+    the next process to reconnect finishes what is left: the guest does not stay paused, and the
+    reboot does not linger to turn a later power-off into a reboot."""
+    import sys
+
+    uri = uri_of(root)
+    serial = root / "serial.log"
+    xml = write(root, "tr.xml", domain_xml("tr", guest, serial))
+    pyvirsh(uri, "create", str(xml))
+    wait_for(lambda: serial_has(serial, tg.READY_MARKER), BOOT_TIMEOUT, "the guest's ready marker")
+
+    def markers() -> int:
+        return serial.read_bytes().count(tg.READY_MARKER.encode())
+
+    def booted() -> bool:
+        return pyvirsh(uri, "domstate", "--reason", "tr").stdout == "running (booted)\n\n"
+
+    def reboot(how: str) -> int:
+        return subprocess.run([sys.executable, "-c", _REBOOTS, uri, how], timeout=120).returncode
+
+    # Closed midway: QEMU runs the guest again with no other process reconnecting.
+    assert reboot("close-midway") == 0
+    wait_for(lambda: markers() == 2, BOOT_TIMEOUT, "the guest to boot again")
+    assert _status(root, "tr") == {"state": connection.VIR_DOMAIN_RUNNING, "reason": 1,
+                                   "fake_reboot": False, "resetting": False}
+
+    for boots, how in enumerate(("before-cont", "after-cont"), start=3):
+        assert reboot(how) == 3, how  # it died in the midst of the reboot
+        wait_for(lambda boots=boots: booted() and markers() == boots, BOOT_TIMEOUT,
+                 f"the guest to boot again ({how})")
+
+    # The reboot is over: a power-off now stops the domain (transient: it is gone).
+    assert pyvirsh(uri, "shutdown", "tr").stdout == "Domain 'tr' is being shutdown\n\n"
+    wait_for(lambda: pyvirsh(uri, "list", "--all", "--name").stdout == "\n", POWEROFF_TIMEOUT,
+             "the transient domain to vanish")
+    assert markers() == 4
     nothing_left(root, "tr")
 
 

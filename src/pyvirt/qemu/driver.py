@@ -49,6 +49,9 @@ class QemuDriver:
         #: running domains by name; written by pyvirt.qemu.process only
         self.running: dict[str, RunningDomain] = {}
         self.running_lock = threading.RLock()
+        #: threads carrying out what QEMU's events asked for (a reboot's reset, a stop); written
+        #: by pyvirt.qemu.process only, under running_lock
+        self.handlers: set[threading.Thread] = set()
         #: one job at a time per domain (libvirt's job lock): start, stop and the other changes
         #: of one domain are serialised; different domains proceed in parallel
         self._jobs: dict[str, threading.RLock] = {}
@@ -152,12 +155,12 @@ class QemuDriver:
             return self._events
 
     def close(self) -> None:
-        if self._events is not None:
-            self._events.close()
-        if self.running:
+        if self.running or self.handlers:
             from pyvirt.qemu import process
 
             process.close_all(self)
+        if self._events is not None:
+            self._events.close()
         self._lock.release()
 
     @property

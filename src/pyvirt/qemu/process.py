@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,9 @@ class RunningDomain:
     on_crash: str = "destroy"
     #: a reboot asked for through ACPI: the guest's coming power-off resets instead of stopping
     fake_reboot: bool = False
+    #: a reboot under way (reset sent or about to be, cont not yet recorded): a process that
+    #: reconnects while it is set finishes it (see :func:`_finish_fake_reboot`)
+    resetting: bool = False
     #: QEMU said SHUTDOWN: the STOP that -no-shutdown makes it send next is not a pause
     got_shutdown: bool = False
     #: the TCP port of its VNC server, reserved in this process (see :func:`_reserve_vnc_port`)
@@ -153,8 +157,8 @@ class RunningDomain:
                 "lib_dir": str(self.lib_dir), "log": str(self.log_path), "xml": self.xml,
                 "state": self.state, "reason": self.reason, "persistent": self.persistent,
                 "on_poweroff": self.on_poweroff, "on_reboot": self.on_reboot, "on_crash": self.on_crash,
-                "fake_reboot": self.fake_reboot, "vnc_port": self.vnc_port, "security": self.security,
-                "taints": self.taints}
+                "fake_reboot": self.fake_reboot, "resetting": self.resetting, "vnc_port": self.vnc_port,
+                "security": self.security, "taints": self.taints}
 
     @classmethod
     def from_status(cls, path: Path, data: dict[str, Any]) -> RunningDomain:
@@ -170,6 +174,7 @@ class RunningDomain:
                        on_reboot=str(data.get("on_reboot", "restart")),
                        on_crash=str(data.get("on_crash", "destroy")),
                        fake_reboot=bool(data.get("fake_reboot", False)),
+                       resetting=bool(data.get("resetting", False)),
                        vnc_port=int(data["vnc_port"]) if data.get("vnc_port") is not None else None,
                        security=dict(data["security"]) if data.get("security") else None,
                        taints=[str(t) for t in data.get("taints", [])])
@@ -648,11 +653,11 @@ def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
         if _restarts_on_poweroff(rd):
             # libvirt's fake reboot: -no-shutdown kept QEMU alive; reset it and run the guest again.
             # From a thread: the reset waits for this monitor's reader, which runs this handler.
-            _in_thread(_finish_fake_reboot, rd)
+            _in_thread(driver, _finish_fake_reboot, rd)
         else:
             # The guest powered off (or QEMU was asked to quit): nothing will run it again, so stop
             # QEMU as libvirtd does; from a thread, since the stop closes this very monitor.
-            _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
+            _in_thread(driver, stop, driver, rd, VIR_DOMAIN_SHUTOFF_SHUTDOWN)
     elif event.name == "SUSPEND":
         # The guest suspended itself to RAM (ACPI S3): libvirt's qemuProcessHandlePMSuspend.
         with rd.lock:
@@ -671,7 +676,7 @@ def _on_event(driver: QemuDriver, rd: RunningDomain, event: QMPEvent) -> None:
                 return
             # Set before QEMU's STOP that follows, which then leaves the state alone.
             rd.set_state(VIR_DOMAIN_CRASHED, VIR_DOMAIN_CRASHED_PANICKED)
-        _in_thread(_handle_panic, driver, rd)
+        _in_thread(driver, _handle_panic, driver, rd)
     elif event.name == "STOP":
         with rd.lock:
             if rd.state == VIR_DOMAIN_RUNNING and not rd.got_shutdown:  # libvirt ignores it too
@@ -697,11 +702,23 @@ def _emit_monitor_event(rd: RunningDomain, bus: EventBus, event: QMPEvent) -> No
 def _on_disconnect(driver: QemuDriver, rd: RunningDomain, info: Disconnect) -> None:
     # Called only when QEMU ended the connection: without a SHUTDOWN first, that is a crash.
     if not rd.stopping:
-        _in_thread(stop, driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED)
+        _in_thread(driver, stop, driver, rd, VIR_DOMAIN_SHUTOFF_CRASHED)
 
 
-def _in_thread(fn: Any, *args: Any) -> None:
-    threading.Thread(target=fn, args=args, name="pyvirt-domain-stop", daemon=True).start()
+def _in_thread(driver: QemuDriver, fn: Any, *args: Any) -> None:
+    """Run ``fn`` on a thread of its own, which the driver's close waits for (see
+    :func:`close_all`): the monitor's reader, which delivers the event, cannot wait for replies."""
+    def run() -> None:
+        try:
+            fn(*args)
+        finally:
+            with driver.running_lock:
+                driver.handlers.discard(thread)
+
+    thread = threading.Thread(target=run, name=f"pyvirt-domain-{fn.__name__.strip('_')}", daemon=True)
+    with driver.running_lock:  # (started within: close_all joins only started threads)
+        driver.handlers.add(thread)
+        thread.start()
 
 
 # --- stop ------------------------------------------------------------------------------------------
@@ -856,7 +873,13 @@ def _reconnect(driver: QemuDriver, rd: RunningDomain) -> None:
     assert rd.monitor is not None
     status = rd.monitor.execute("query-status")
     qemu_state = str(status.get("status", ""))
-    if qemu_state == "shutdown" and _restarts_on_poweroff(rd):
+    if rd.resetting and qemu_state in ("shutdown", "prelaunch", "guest-panicked"):
+        # An earlier process died while it finished a reboot, before its cont: finish it here.
+        _finish_fake_reboot(rd)
+    elif rd.resetting and (qemu_state in _QEMU_RUNNING or status.get("running")):
+        # ... or after its cont, before it recorded the guest running again.
+        _rebooted(rd)
+    elif qemu_state == "shutdown" and _restarts_on_poweroff(rd):
         # The reboot asked for by an earlier process: the guest powered off while nobody listened.
         _finish_fake_reboot(rd)
     elif qemu_state == "guest-panicked":
@@ -881,8 +904,27 @@ def _live_definition(driver: QemuDriver, rd: RunningDomain) -> Domain:
     return dom
 
 
+#: How long the driver's close waits for what QEMU's events started (a stop may take its SIGTERM's
+#: grace, then SIGKILL).
+HANDLERS_WAIT = proc.GRACEFUL_TIMEOUT + 5.0
+
+
 def close_all(driver: QemuDriver) -> None:
-    """Let go of the monitors (QEMU keeps running) when the driver closes."""
+    """Let go of the monitors (QEMU keeps running) when the driver closes, once what QEMU's events
+    started is done: a process that ended in the midst of a reboot's reset and cont would leave
+    the guest paused until another one reconnects."""
+    deadline = time.monotonic() + HANDLERS_WAIT
+    while True:
+        with driver.running_lock:
+            pending = [t for t in driver.handlers if t is not threading.current_thread()]
+        left = deadline - time.monotonic()
+        if not pending:
+            break
+        if left <= 0:
+            log.warning("closing with %d event handler(s) still running: %s", len(pending),
+                        ", ".join(t.name for t in pending))
+            break
+        pending[0].join(left)
     with driver.running_lock:
         domains = list(driver.running.values())
     for rd in domains:
@@ -976,19 +1018,35 @@ def _restarts_on_poweroff(rd: RunningDomain) -> bool:
 
 
 def _finish_fake_reboot(rd: RunningDomain) -> None:
-    """libvirt's qemuProcessFakeReboot: reset the powered-off machine and start its vCPUs again."""
+    """libvirt's qemuProcessFakeReboot: reset the powered-off machine and start its vCPUs again.
+
+    The status file says a reboot is under way from before the reset until the guest is recorded
+    running: a process that ends in between (a short-lived pyvirsh that got the SHUTDOWN) leaves
+    the rest to the next one that reconnects. Resetting a machine that has not run since is
+    harmless, so that one starts over from the reset.
+    """
     try:
         mon = _monitor(rd)
-        mon.execute("system_reset")
         with rd.lock:
             rd.fake_reboot = False
+            rd.resetting = True
+            rd.save()
+        mon.execute("system_reset")
+        with rd.lock:
             rd.got_shutdown = False
         _resume(rd, VIR_DOMAIN_RUNNING_BOOTED)
-        rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED)
-        rd.save()
+        _rebooted(rd)
         rd.emit(EVENT_RESUMED, 0)  # libvirt's qemuProcessFakeReboot: ..._RESUMED_UNPAUSED
     except PyvirtError as e:
         log.warning("domain '%s': the reboot failed: %s", rd.name, e)
+
+
+def _rebooted(rd: RunningDomain) -> None:
+    with rd.lock:
+        rd.resetting = False
+        rd.got_shutdown = False
+    rd.set_state(VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED)
+    rd.save()
 
 
 def _handle_panic(driver: QemuDriver, rd: RunningDomain) -> None:
