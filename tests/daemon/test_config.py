@@ -56,6 +56,7 @@ ca_file = "/ca"
 crl_file = "/crl"
 tls_no_verify_certificate = 1
 tls_no_sanity_certificate = 1
+tls_priority = "NORMAL:-VERS-TLS1.2"
 tls_allowed_dn_list = [ "C=GB,*", "O=x" ]
 sasl_allowed_username_list = [ "admin@EXAMPLE.COM" ]
 sasl_max_failures = 3
@@ -80,6 +81,7 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     assert config.tls_allowed_dn_list == ("C=GB,*", "O=x")
     assert config.tls_no_verify_certificate is True and config.listen_tcp is True
     assert config.tls_no_sanity_certificate is True
+    assert config.tls_priority == "NORMAL:-VERS-TLS1.2"
     assert (config.sasl_max_failures, config.sasl_failure_window) == (3, 30)
     assert config.keepalive_interval == -1 and config.prio_workers == 0
     assert config.busy_poll_us == 0
@@ -99,6 +101,7 @@ log_outputs = "1:file:/var/log/x 3:stderr 2:syslog:pyvirtd"
     ('tls_allowed_dn_list = "C=GB"', "tls_allowed_dn_list"),
     ("max_workers = -1", "max_workers"),
     ("listen_addr = 127", "listen_addr"),
+    ("tls_priority = 1", "tls_priority"),
     ('auth_unix_rw = "polkit"', "auth_unix_rw"),
     ("max_client_requests = 0", "max_client_requests"),
     ("max_anonymous_clients = 31", "max_anonymous_clients"),

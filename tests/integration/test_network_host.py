@@ -261,7 +261,9 @@ def test_real_dnsmasq_ends_on_sigterm(tmp_path: Path) -> None:
         t0 = time.monotonic()
         host.stop_dnsmasq(pidfd)
         assert time.monotonic() - t0 < 2
-        assert proc.wait(timeout=5) in (0, -signal.SIGTERM)
+        # 5: dnsmasq's exit for a SIGTERM still in its start-up, which its pid file does not end
+        # (signalled as soon as the file exists: 299 times in 300 here)
+        assert proc.wait(timeout=5) in (0, 5, -signal.SIGTERM)
     finally:
         proc.kill()
         proc.wait()

@@ -179,6 +179,38 @@ def test_tls_runs_on_gnutls_else_openssl(pki: tlspki.PKI) -> None:
         shutil.rmtree(parent, ignore_errors=True)
 
 
+def test_tls_priority_honoured_as_by_libvirtd(pki: tlspki.PKI) -> None:
+    """libvirtd.conf's tls_priority is the daemon's GnuTLS priority string. With TLS 1.2 alone,
+    virsh connects to either daemon, and a virsh whose own tls_priority asks for TLS 1.3 alone is
+    refused by both, virsh printing the same; pyvirtd logs the refusal with its port."""
+    only12 = "NORMAL:-VERS-ALL:+VERS-TLS1.2"
+    wants13 = "&tls_priority=NORMAL:-VERS-ALL:%2BVERS-TLS1.3"
+    files = pki.server_files
+    port = free_port()
+    theirs = rpc_conftest.start_libvirtd(
+        listen_tls="1", tls_port=f'"{port}"', key_file=f'"{files["key_file"]}"',
+        cert_file=f'"{files["cert_file"]}"', ca_file=f'"{files["ca_file"]}"',
+        crl_file=f'"{files["crl_file"]}"', tls_allowed_dn_list=DN_LIST,
+        tls_priority=f'"{only12}"')
+    try:
+        _wait_port(port)
+        assert virsh(tls_uri(port, pki), "list", "--all")[0] == 0
+        expected = virsh(tls_uri(port, pki) + wants13, "list", "--all")
+    finally:
+        theirs.stop()
+    assert expected[0] == 1 and "TLS handshake failed" in expected[2], expected
+    d, port, parent = _pyvirtd_with_tls(pki, f'tls_priority = "{only12}"\n')
+    try:
+        assert virsh(tls_uri(port, pki), "list", "--all")[0] == 0
+        before = len(d.stderr().splitlines())
+        assert virsh(tls_uri(port, pki) + wants13, "list", "--all") == expected
+        new = d.stderr().splitlines()[before:]
+        assert any(": refused: TLS handshake failed" in line for line in new), new
+    finally:
+        d.stop()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.mark.parametrize("who", list(REFUSALS))
 def test_virsh_refused_as_by_libvirtd(daemon: tuple[Pyvirtd, int], libvirtd: tuple[Any, int],
                                       pki: tlspki.PKI, who: str) -> None:
@@ -380,7 +412,8 @@ def test_pyvirt_client_checks_the_server(daemon: tuple[Pyvirtd, int], pki: tlspk
 
 # ---- the daemon's configuration ----
 
-def _refused_start(pki: tlspki.PKI, extra: str, *, damage: str = "") -> str:
+def _refused_start(pki: tlspki.PKI, extra: str, *, damage: str = "",
+                   env: dict[str, str] | None = None) -> str:
     parent = short_tmpdir("pvtd-")
     try:
         root = parent / "r"
@@ -401,7 +434,7 @@ def _refused_start(pki: tlspki.PKI, extra: str, *, damage: str = "") -> str:
 
         out = subprocess.run(pyvirtd_command("--root", str(root), "--listen", "--config",
                                              str(conf)), capture_output=True, text=True,
-                             timeout=60)
+                             timeout=60, env={**os.environ, **(env or {})})
         assert out.returncode == 1, out.stderr
         assert not (root / "run" / "pyvirtd.pid").exists()
         return out.stderr.replace(str(root), "ROOT").replace(str(parent), "DIR")
@@ -425,6 +458,20 @@ def test_daemon_refuses_bad_tls_files(pki: tlspki.PKI) -> None:
     err = _refused_start(pki, 'cert_file = "/nonexistent/cert.pem"\n')
     assert "pyvirtd.conf: ca_file" not in err
     assert "No CA certificate path set to match server key/cert" in err
+
+
+def test_daemon_refuses_a_tls_priority_it_cannot_honour(pki: tlspki.PKI) -> None:
+    """(libvirtd starts with a priority string GnuTLS cannot use, then fails every TLS
+    connection; pyvirtd does not start, and says why.)"""
+    err = _refused_start(pki, 'tls_priority = "NORMAL:+NO-SUCH-THING"\n')
+    assert ("pyvirtd.conf:4: tls_priority: GnuTLS cannot use the priority string "
+            "'NORMAL:+NO-SUCH-THING': ") in err, err
+    assert "at '+NO-SUCH-THING'; see GnuTLS's manual" in err
+    # on OpenSSL it could not be honoured at all
+    err = _refused_start(pki, 'tls_priority = "NORMAL"\n', env={"PYVIRTD_TLS_LIBRARY": "openssl"})
+    assert ("pyvirtd.conf:4: tls_priority is a GnuTLS priority string, and pyvirtd's TLS runs on "
+            "OpenSSL here (GnuTLS's libgnutls.so.30 is not used: PYVIRTD_TLS_LIBRARY=openssl is "
+            "set): install GnuTLS (Debian: libgnutls30) or remove tls_priority") in err, err
 
 
 def test_tls_no_sanity_certificate(pki: tlspki.PKI) -> None:

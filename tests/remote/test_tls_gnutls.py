@@ -27,11 +27,11 @@ from .test_tls_local import _tcp_pair as tcp_pair
 pytestmark = pytest.mark.skipif(not tls_gnutls.available(), reason="GnuTLS is not installed")
 
 
-def _served(pki: tlspki.PKI, *, verify: bool = True) -> ServerTLS:
+def _served(pki: tlspki.PKI, *, verify: bool = True, priority: str | None = None) -> ServerTLS:
     files = tls.PKIFiles.in_tree(pki.server_tree() / "etc" / "pki", server=True)
     context, revocations = tls.server_context(files, verify_clients=verify)
     return ServerTLS(context, files, verify, ("C=GB,O=pyvirt tests,CN=*",), revocations,
-                     tls_gnutls.Credentials(files, verify))
+                     tls_gnutls.Credentials(files, verify, priority))
 
 
 def _client_context(pki: tlspki.PKI, who: str = "good") -> ssl.SSLContext:
@@ -280,3 +280,61 @@ def test_client_gone_before_it_is_admitted(pki: tlspki.PKI) -> None:
     asyncio.run(run())
     assert names == [("127.0.0.1", port)]
     assert app.events == ["made", "eof", "lost"]
+
+
+def _negotiated(pki: tlspki.PKI, priority: str | None, *, least: ssl.TLSVersion | None = None,
+                ) -> tuple[str | None, str | None]:
+    """(the TLS version and cipher a client got from a server with ``priority``, or None and
+    None; the server's refusal, or None). ``least``: the oldest version the client accepts."""
+    served = _served(pki, priority=priority)
+    ours, theirs = _tcp_pair()
+    context = _client_context(pki)
+    if least is not None:
+        context.minimum_version = least
+    lost: list[bool] = []
+
+    async def run() -> tuple[str | None, str | None]:
+        loop = asyncio.get_running_loop()
+        tlsconn = context.wrap_socket(theirs, server_hostname="127.0.0.1",
+                                      do_handshake_on_connect=False)
+        handshake = loop.run_in_executor(None, tlsconn.do_handshake)
+        conn = tls_gnutls.GnuTLSConnection(served, ours, App, lost=lambda: lost.append(True))
+        try:
+            await handshake
+        except ssl.SSLError:
+            await _until(lambda: conn.state == "closed")
+            return None, None
+        assert await loop.run_in_executor(None, tlsconn.recv, 1) == tls.CONFIRMATION
+        cipher = tlsconn.cipher()
+        conn.close()
+        return tlsconn.version(), cipher[0] if cipher else None
+
+    try:
+        return asyncio.run(run())
+    finally:
+        theirs.close()
+
+
+def test_priority_string_replaces_pyvirtds(pki: tlspki.PKI, caplog: pytest.LogCaptureFixture) -> None:
+    """libvirtd.conf's tls_priority is GnuTLS's priority string for every connection, in place of
+    pyvirtd's own (NORMAL, X25519 first): what it leaves out, a client cannot get."""
+    assert _negotiated(pki, None)[0] == "TLSv1.3"
+    assert _negotiated(pki, "NORMAL")[0] == "TLSv1.3"
+    only12 = "NORMAL:-VERS-ALL:+VERS-TLS1.2"
+    assert _negotiated(pki, only12)[0] == "TLSv1.2"
+    version, cipher = _negotiated(pki, only12 + ":-CIPHER-ALL:+CHACHA20-POLY1305")
+    assert version == "TLSv1.2" and cipher is not None and "CHACHA20" in cipher
+    with caplog.at_level(logging.INFO, logger="pyvirt.daemon"):
+        assert _negotiated(pki, only12, least=ssl.TLSVersion.TLSv1_3) == (None, None)
+    assert any("refused: TLS handshake failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("text,where", [("NORMAL:+NO-SUCH-THING", "+NO-SUCH-THING"),
+                                        ("BOGUS", "BOGUS"), ("NORMAL:-VERS-ALL:+VERS-TLS9.9",
+                                                             "+VERS-TLS9.9")])
+def test_priority_string_gnutls_cannot_use(pki: tlspki.PKI, text: str, where: str) -> None:
+    files = tls.PKIFiles.in_tree(pki.server_tree() / "etc" / "pki", server=True)
+    with pytest.raises(tls_gnutls.PriorityError) as info:
+        tls_gnutls.Credentials(files, True, text)
+    assert info.value.where == where
+    assert str(info.value).startswith(f"GnuTLS cannot use the priority string {text!r}: ")

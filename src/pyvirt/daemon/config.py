@@ -20,9 +20,10 @@ Differences from libvirtd, on purpose:
   (:mod:`pyvirt.rpc.busypoll`).
 * ``listen_tls`` defaults to 0 (libvirtd: 1): ``--listen`` alone opens no port that needs
   certificates to exist (see :mod:`pyvirt.daemon.tls` for where they are looked for).
-* ``tls_priority`` is accepted but has no effect yet: pyvirtd's TLS runs on GnuTLS with its own
-  priority string (:data:`pyvirt.daemon.tls_gnutls.PRIORITY`), or on OpenSSL where GnuTLS is
-  not installed.
+* ``tls_priority`` unset means pyvirtd's own GnuTLS priority string, libvirt's default "NORMAL"
+  with X25519 preferred (:data:`pyvirt.daemon.tls_gnutls.PRIORITY`). Where GnuTLS is not
+  installed pyvirtd's TLS runs on OpenSSL, and a daemon with ``tls_priority`` set refuses to
+  start rather than serve what it may have been meant to rule out.
 * ``tcp_port``/``tls_port`` may be written as a number as well as a string (libvirtd takes only
   the string form).
 * Unknown keys are ignored, as libvirtd does, but reported as warnings with the closest known
@@ -96,6 +97,8 @@ class DaemonConfig:
     ca_file: str | None = _key(Kind.STR, "TLS certificate authority.")
     crl_file: str | None = _key(Kind.STR, "TLS certificate revocation list.")
     tls_no_verify_certificate: bool = _key(Kind.BOOL, "Do not check client certificates.", False)
+    tls_priority: str | None = _key(Kind.STR, "GnuTLS priority string of TLS connections; unset "
+                                              "means NORMAL with X25519 preferred.")
     tls_no_sanity_certificate: bool = _key(Kind.BOOL, "Do not check the server's own certificate "
                                                       "and CA at start-up.", False)
     tls_allowed_dn_list: tuple[str, ...] = _key(Kind.STR_LIST, "Client certificate DNs allowed "
@@ -159,7 +162,7 @@ SCHEMA: Mapping[str, tuple[Kind, str]] = MappingProxyType({
 
 #: libvirtd.conf keys pyvirtd accepts without acting on them yet.
 INERT_KEYS = frozenset({
-    "unix_sock_admin_perms", "tls_priority", "tcp_min_ssf",
+    "unix_sock_admin_perms", "tcp_min_ssf",
     "access_drivers", "min_workers", "keepalive_required",
     "admin_min_workers", "admin_max_workers", "admin_max_clients", "admin_max_queued_clients",
     "admin_max_client_requests", "admin_keepalive_interval", "admin_keepalive_count",

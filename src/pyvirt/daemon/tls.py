@@ -194,14 +194,33 @@ def load_server_tls(config: DaemonConfig, instance: ServedInstance, *,
     library = ssl.OPENSSL_VERSION
     if tls_gnutls.available():
         try:
-            gnutls = tls_gnutls.Credentials(files, not config.tls_no_verify_certificate)
+            gnutls = tls_gnutls.Credentials(files, not config.tls_no_verify_certificate,
+                                            config.tls_priority)
+        except tls_gnutls.PriorityError as exc:
+            raise config.error("tls_priority", f"tls_priority: {exc}; see GnuTLS's manual, "
+                                               "\"Priority strings\", or remove the key for "
+                                               "pyvirtd's default") from exc
         except OSError as exc:
             raise config.error("listen_tls", str(exc)) from exc
         library = f"GnuTLS {tls_gnutls.version()}"
+    elif config.tls_priority is not None:
+        # Ignoring it would serve what the administrator meant to rule out.
+        raise config.error("tls_priority", "tls_priority is a GnuTLS priority string, and pyvirtd's "
+                                           "TLS runs on OpenSSL here (GnuTLS's libgnutls.so.30 "
+                                           f"{_no_gnutls()}): install GnuTLS (Debian: libgnutls30) "
+                                           "or remove tls_priority")
     if warn:
         log.info("TLS connections on %s", library)
     return ServerTLS(context, files, not config.tls_no_verify_certificate,
                      tuple(config.tls_allowed_dn_list), revocations, gnutls)
+
+
+def _no_gnutls() -> str:
+    import os
+
+    if os.environ.get("PYVIRTD_TLS_LIBRARY", "").lower() == "openssl":
+        return "is not used: PYVIRTD_TLS_LIBRARY=openssl is set"
+    return "cannot be loaded"
 
 
 def _why(exc: BaseException) -> str:

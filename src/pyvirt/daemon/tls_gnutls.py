@@ -95,8 +95,9 @@ def _lib() -> Any:
     for name, args, res in (
             ("gnutls_init", [ctypes.POINTER(vp), ctypes.c_uint], c_int),
             ("gnutls_deinit", [vp], None),
-            ("gnutls_priority_set_direct", [vp, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)],
-             c_int),
+            ("gnutls_priority_init", [ctypes.POINTER(vp), ctypes.c_char_p,
+                                      ctypes.POINTER(ctypes.c_char_p)], c_int),
+            ("gnutls_priority_set", [vp, vp], c_int),
             ("gnutls_credentials_set", [vp, c_int, vp], c_int),
             ("gnutls_certificate_allocate_credentials", [ctypes.POINTER(vp)], c_int),
             ("gnutls_certificate_free_credentials", [vp], None),
@@ -144,9 +145,12 @@ class Credentials:
     """The daemon's certificate, key and CA, loaded into GnuTLS once (the files were checked by
     :func:`pyvirt.daemon.tls.load_server_tls` already)."""
 
-    def __init__(self, files: PKIFiles, verify: bool) -> None:
+    def __init__(self, files: PKIFiles, verify: bool, priority: str | None = None) -> None:
+        """``priority``: a GnuTLS priority string (libvirtd.conf's tls_priority) in place of
+        :data:`PRIORITY`; one GnuTLS does not understand raises :class:`PriorityError`."""
         lib = _lib()
         self.verify = verify
+        self.priority = _priority(priority.encode() if priority is not None else PRIORITY)
         #: Where a connection's records are decrypted into, shared: each is copied out at once,
         #: and all connections are served by one thread (the event loop's).
         self.buffer = ctypes.create_string_buffer(_READ_SIZE)
@@ -170,12 +174,33 @@ class Credentials:
         session = ctypes.c_void_p()
         if lib.gnutls_init(ctypes.byref(session), _SERVER | _NONBLOCK | _NO_SIGNAL | _NO_TICKETS):
             raise MemoryError("GnuTLS could not make a session")
-        lib.gnutls_priority_set_direct(session, PRIORITY, None)
+        lib.gnutls_priority_set(session, self.priority)
         lib.gnutls_credentials_set(session, _CRD_CERTIFICATE, self.handle)
         lib.gnutls_certificate_server_set_request(session,
                                                   _CERT_REQUIRE if self.verify else _CERT_IGNORE)
         lib.gnutls_transport_set_int2(session, fd, fd)
         return session
+
+
+class PriorityError(ValueError):
+    """A priority string GnuTLS does not understand: ``where`` is what is left of it from the
+    first part it could not use."""
+
+    def __init__(self, text: str, where: str, why: str) -> None:
+        super().__init__(f"GnuTLS cannot use the priority string {text!r}: {why}, at {where!r}")
+        self.where = where
+
+
+def _priority(text: bytes) -> ctypes.c_void_p:
+    """GnuTLS's compiled form of a priority string (kept for the process's lifetime: a daemon
+    compiles one per start)."""
+    cache = ctypes.c_void_p()
+    error = ctypes.c_char_p()
+    code = _lib().gnutls_priority_init(ctypes.byref(cache), text, ctypes.byref(error))
+    if code < 0:
+        where = (error.value if error.value is not None else text).decode(errors="replace")
+        raise PriorityError(text.decode(errors="replace"), where, _why(code))
+    return cache
 
 
 def _verify_status(status: int) -> str:
