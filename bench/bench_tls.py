@@ -202,13 +202,10 @@ def main() -> int:
 
     base = short_tmpdir("bench-tls-")
     pki = tlspki.make_pki(base / "pki")
-    dn_list = '["C=GB,O=pyvirt tests,CN=*"]'
-    files = pki.server_files
     lvd_port = free_port()
-    libvirtd = libvirtd_oracle.start_libvirtd(
-        listen_tls="1", tls_port=f'"{lvd_port}"', key_file=f'"{files["key_file"]}"',
-        cert_file=f'"{files["cert_file"]}"', ca_file=f'"{files["ca_file"]}"',
-        crl_file=f'"{files["crl_file"]}"', tls_allowed_dn_list=dn_list)
+    libvirtd_conf = pki.libvirtd_tls(lvd_port)
+    libvirtd = libvirtd_oracle.start_libvirtd(**libvirtd_conf)
+    dn_list = libvirtd_conf["tls_allowed_dn_list"]
     servers = ["pyvirtd", "libvirtd", *(["no poll"] if args.also_no_poll else [])]
     daemons = {}
     ports = {"libvirtd": lvd_port}

@@ -77,12 +77,8 @@ def daemon(pki: tlspki.PKI) -> Iterator[tuple[Pyvirtd, int]]:
 
 @pytest.fixture(scope="module")
 def libvirtd(pki: tlspki.PKI) -> Iterator[tuple[Any, int]]:
-    files = pki.server_files
     port = free_port()
-    d = rpc_conftest.start_libvirtd(
-        listen_tls="1", tls_port=f'"{port}"', key_file=f'"{files["key_file"]}"',
-        cert_file=f'"{files["cert_file"]}"', ca_file=f'"{files["ca_file"]}"',
-        crl_file=f'"{files["crl_file"]}"', tls_allowed_dn_list=DN_LIST)
+    d = rpc_conftest.start_libvirtd(**pki.libvirtd_tls(port))
     try:
         _wait_port(port)
         yield d, port
@@ -185,13 +181,8 @@ def test_tls_priority_honoured_as_by_libvirtd(pki: tlspki.PKI) -> None:
     refused by both, virsh printing the same; pyvirtd logs the refusal with its port."""
     only12 = "NORMAL:-VERS-ALL:+VERS-TLS1.2"
     wants13 = "&tls_priority=NORMAL:-VERS-ALL:%2BVERS-TLS1.3"
-    files = pki.server_files
     port = free_port()
-    theirs = rpc_conftest.start_libvirtd(
-        listen_tls="1", tls_port=f'"{port}"', key_file=f'"{files["key_file"]}"',
-        cert_file=f'"{files["cert_file"]}"', ca_file=f'"{files["ca_file"]}"',
-        crl_file=f'"{files["crl_file"]}"', tls_allowed_dn_list=DN_LIST,
-        tls_priority=f'"{only12}"')
+    theirs = rpc_conftest.start_libvirtd(**pki.libvirtd_tls(port, tls_priority=f'"{only12}"'))
     try:
         _wait_port(port)
         assert virsh(tls_uri(port, pki), "list", "--all")[0] == 0

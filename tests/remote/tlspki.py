@@ -145,6 +145,14 @@ class PKI:
                 "cert_file": pki / "libvirt" / "servercert.pem",
                 "key_file": pki / "libvirt" / "private" / "serverkey.pem"}
 
+    def libvirtd_tls(self, port: int, **more: str) -> dict[str, str]:
+        """libvirtd.conf's keys (quoted as the file wants them) for TLS on ``port`` with these
+        files, clients of pyvirt tests' DN alone, and ``more``."""
+        keys = {"listen_tls": "1", "tls_port": f'"{port}"',
+                "tls_allowed_dn_list": '["C=GB,O=pyvirt tests,CN=*"]'}
+        keys.update((key, f'"{path}"') for key, path in self.server_files.items())
+        return {**keys, **more}
+
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
