@@ -45,8 +45,11 @@ idle between opens, as with a command-line client started per command, and each 
 cold (on this machine, with 20 ms: about 3-5 ms instead of 2; python3-libvirt 0.98-0.99x with
 pyvirtd on GnuTLS, 1.07-1.14x on OpenSSL).
 
+``--tls-priority STRING`` sets tls_priority on every daemon alike: "NORMAL" is libvirtd's default
+string, without the X25519 preference of pyvirtd's own.
+
 Usage: .venv/bin/python bench/bench_tls.py [--opens N] [--open-runs N] [--duration SECONDS]
-       [--runs N] [--gap-ms N] [--also-no-poll]
+       [--runs N] [--gap-ms N] [--also-no-poll] [--tls-priority STRING]
 """
 
 from __future__ import annotations
@@ -198,12 +201,15 @@ def main() -> int:
                     help="sleep this long before each open (idle daemons and clients: cold)")
     ap.add_argument("--also-no-poll", action="store_true",
                     help="also a pyvirtd with busy_poll_us = 0, in the same turns")
+    ap.add_argument("--tls-priority", metavar="STRING",
+                    help="tls_priority for every daemon (libvirtd's default: NORMAL)")
     args = ap.parse_args()
 
     base = short_tmpdir("bench-tls-")
     pki = tlspki.make_pki(base / "pki")
     lvd_port = free_port()
-    libvirtd_conf = pki.libvirtd_tls(lvd_port)
+    priority = {"tls_priority": json.dumps(args.tls_priority)} if args.tls_priority else {}
+    libvirtd_conf = pki.libvirtd_tls(lvd_port, **priority)
     libvirtd = libvirtd_oracle.start_libvirtd(**libvirtd_conf)
     dn_list = libvirtd_conf["tls_allowed_dn_list"]
     servers = ["pyvirtd", "libvirtd", *(["no poll"] if args.also_no_poll else [])]
@@ -218,6 +224,7 @@ def main() -> int:
             shutil.copytree(pki.server_tree() / "etc", root / "etc", dirs_exist_ok=True)
             ports[name] = free_port()
             extra = "busy_poll_us = 0\n" if name == "no poll" else ""
+            extra += "".join(f"{key} = {value}\n" for key, value in priority.items())
             daemons[name] = start_pyvirtd(root, config=(f'listen_tls = 1\nlisten_addr = "127.0.0.1"\n'
                                                         f'tls_port = "{ports[name]}"\n'
                                                         f"tls_allowed_dn_list = {dn_list}\n{extra}"),
@@ -233,6 +240,7 @@ def main() -> int:
                  "(higher is better)"),
                 ("server CPU ms per pair", "calls", args.duration, "calls_cpu_ms", "")]
         gap = f" ({args.gap_ms:g} ms apart)" if args.gap_ms else ""
+        gap += f", tls_priority {args.tls_priority}" if args.tls_priority else ""
         print(f"TLS over 127.0.0.1: medians of {args.open_runs} runs of {args.opens} opens{gap}, "
               f"of {args.runs} runs of {args.duration:g} s of calls")
         print(f"{'':46}{'pyvirtd':>10}{'libvirtd':>10}{'ratio':>8}"
