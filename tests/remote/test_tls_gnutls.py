@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -338,3 +339,67 @@ def test_priority_string_gnutls_cannot_use(pki: tlspki.PKI, text: str, where: st
         tls_gnutls.Credentials(files, True, text)
     assert info.value.where == where
     assert str(info.value).startswith(f"GnuTLS cannot use the priority string {text!r}: ")
+
+
+def _connects(pki: tlspki.PKI, served: ServerTLS, who: str = "good") -> bool:
+    """Whether client ``who`` gets the confirmation byte from ``served``."""
+    ours, theirs = _tcp_pair()
+
+    async def run() -> bool:
+        loop = asyncio.get_running_loop()
+        tlsconn = _client_context(pki, who).wrap_socket(theirs, server_hostname="127.0.0.1",
+                                                        do_handshake_on_connect=False)
+        handshake = loop.run_in_executor(None, tlsconn.do_handshake)
+        conn = tls_gnutls.GnuTLSConnection(served, ours, App)
+        try:
+            await handshake
+            got = await loop.run_in_executor(None, tlsconn.recv, 1)
+        except (ssl.SSLError, OSError):
+            got = b""
+        conn.close()
+        await _until(lambda: conn.state == "closed")
+        return got == tls.CONFIRMATION
+
+    try:
+        return asyncio.run(run())
+    finally:
+        theirs.close()
+
+
+def test_verified_chain_remembered_until_it_or_the_ca_expires(
+        pki: tlspki.PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GnuTLS verifies a client's chain once; the same chain is trusted again without it until
+    its certificate (or the CA, whichever first) expires. Chains that fail are verified every
+    time, and libvirt's own checks (DN list, dates, CRL) run on every connection."""
+    from cryptography import x509
+
+    served = _served(pki)
+    creds = served.gnutls
+    assert creds is not None
+    assert _connects(pki, served) and _connects(pki, served)
+    assert creds.verifications == 1
+    for _ in range(2):  # refused by the chain: verified each time
+        assert not _connects(pki, served, "otherca")
+    assert creds.verifications == 3
+    for _ in range(2):  # a trusted chain, refused by the DN list each time after it
+        assert not _connects(pki, served, "otherdn")
+    assert creds.verifications == 4
+
+    def end(path: Path) -> float:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.timestamp()
+
+    ca_end = end(pki.pkipath("good") / "cacert.pem")
+    # The CA expires first (made first, for the same 30 days), then the client's own certificate
+    assert ca_end <= end(pki.pkipath("good") / "clientcert.pem")
+    monkeypatch.setattr(tls_gnutls, "_clock", lambda: ca_end - 1)
+    assert _connects(pki, served) and creds.verifications == 4
+    monkeypatch.setattr(tls_gnutls, "_clock", lambda: ca_end)
+    assert _connects(pki, served) and creds.verifications == 5  # (really valid: the real clock)
+    # ... or the client's own first.
+    own_end = end(pki.pkipath("short") / "clientcert.pem")
+    assert own_end < ca_end
+    assert _connects(pki, served, "short") and creds.verifications == 6
+    monkeypatch.setattr(tls_gnutls, "_clock", lambda: own_end - 1)
+    assert _connects(pki, served, "short") and creds.verifications == 6
+    monkeypatch.setattr(tls_gnutls, "_clock", lambda: own_end)
+    assert _connects(pki, served, "short") and creds.verifications == 7

@@ -175,6 +175,7 @@ def make_pki(base: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) ->
         "revoked": issue(ca, _name(C="GB", O="pyvirt tests", CN="client1"), server=False),
         "cacert": issue(ca, client_name, server=False, is_ca=True),
         "nokeyenc": issue(ca, client_name, server=False, key_encipherment=False),
+        "short": issue(ca, client_name, server=False, not_after=now + 10 * _DAY),  # before the CA
     }
     pki = PKI(base, ca, server, clients)
     files = pki.server_files

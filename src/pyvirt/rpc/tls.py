@@ -155,7 +155,7 @@ def load_cert(path: Path, *, server: bool) -> x509.Certificate:
                        f"{path}") from None
 
 
-def _load_ca_list(path: Path) -> list[x509.Certificate]:
+def load_ca_list(path: Path) -> list[x509.Certificate]:
     from cryptography import x509
 
     data = _read(path, "CA certificate")
@@ -283,7 +283,7 @@ def sanity_check(files: PKIFiles, *, server: bool) -> list[str]:
     """libvirt's virNetTLSContextSanityCheckCredentials: one's own certificate and the CA, each
     when readable; returns the warnings to log, raises :class:`TLSError` for a fatal fault."""
     cert = load_cert(files.cert, server=server) if os.access(files.cert, os.R_OK) else None
-    cas = _load_ca_list(files.cacert) if os.access(files.cacert, os.R_OK) else []
+    cas = load_ca_list(files.cacert) if os.access(files.cacert, os.R_OK) else []
     warnings = []
     if cert is not None:
         warnings += check_cert(cert, str(files.cert), server=server, ca=False)
@@ -612,7 +612,7 @@ def load_revocations(files: PKIFiles) -> Revocations | None:
     """The server's CRL, when it has one (see :class:`Revocations`)."""
     if files.cacrl is None or not _exists(files.cacrl):
         return None
-    return Revocations.load(files.cacrl, _load_ca_list(files.cacert))
+    return Revocations.load(files.cacrl, load_ca_list(files.cacert))
 
 
 def _load_trust(ctx: ssl.SSLContext, files: PKIFiles, *, crl: bool = True) -> None:
