@@ -42,8 +42,9 @@ costs in CPU.
 
 ``--gap-ms N`` has the client sleep N ms before each open: every daemon and the client then sit
 idle between opens, as with a command-line client started per command, and each set-up starts
-cold (on this machine, with 20 ms: about 3-5 ms instead of 2; python3-libvirt 0.98-0.99x with
-pyvirtd on GnuTLS, 1.07-1.14x on OpenSSL).
+cold (on this machine, with 20 ms: about 3-4 ms instead of 2; python3-libvirt 0.92x with
+pyvirtd on GnuTLS, which verifies a client's chain once, 0.98-0.99x before it did, 1.07-1.14x
+on OpenSSL).
 
 ``--tls-priority STRING`` sets tls_priority on every daemon alike: "NORMAL" is libvirtd's default
 string, without the X25519 preference of pyvirtd's own.
