@@ -461,8 +461,8 @@ def test_daemon_refuses_a_tls_priority_it_cannot_honour(pki: tlspki.PKI) -> None
     # on OpenSSL it could not be honoured at all
     err = _refused_start(pki, 'tls_priority = "NORMAL"\n', env={"PYVIRTD_TLS_LIBRARY": "openssl"})
     assert ("pyvirtd.conf:4: tls_priority is a GnuTLS priority string, and pyvirtd's TLS runs on "
-            "OpenSSL here (GnuTLS's libgnutls.so.30 is not used: PYVIRTD_TLS_LIBRARY=openssl is "
-            "set): install GnuTLS (Debian: libgnutls30) or remove tls_priority") in err, err
+            "OpenSSL here (libgnutls.so.30 is not used: PYVIRTD_TLS_LIBRARY=openssl is set): "
+            "install GnuTLS (Debian: libgnutls30) or remove tls_priority") in err, err
 
 
 def test_tls_no_sanity_certificate(pki: tlspki.PKI) -> None:

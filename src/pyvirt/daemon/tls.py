@@ -206,21 +206,13 @@ def load_server_tls(config: DaemonConfig, instance: ServedInstance, *,
     elif config.tls_priority is not None:
         # Ignoring it would serve what the administrator meant to rule out.
         raise config.error("tls_priority", "tls_priority is a GnuTLS priority string, and pyvirtd's "
-                                           "TLS runs on OpenSSL here (GnuTLS's libgnutls.so.30 "
-                                           f"{_no_gnutls()}): install GnuTLS (Debian: libgnutls30) "
-                                           "or remove tls_priority")
+                                           f"TLS runs on OpenSSL here ({tls_gnutls.unavailable()}): "
+                                           "install GnuTLS (Debian: libgnutls30) or remove "
+                                           "tls_priority")
     if warn:
         log.info("TLS connections on %s", library)
     return ServerTLS(context, files, not config.tls_no_verify_certificate,
                      tuple(config.tls_allowed_dn_list), revocations, gnutls)
-
-
-def _no_gnutls() -> str:
-    import os
-
-    if os.environ.get("PYVIRTD_TLS_LIBRARY", "").lower() == "openssl":
-        return "is not used: PYVIRTD_TLS_LIBRARY=openssl is set"
-    return "cannot be loaded"
 
 
 def _why(exc: BaseException) -> str:

@@ -133,11 +133,18 @@ def _lib() -> Any:
 
 def available() -> bool:
     """Whether GnuTLS can be used (``PYVIRTD_TLS_LIBRARY=openssl`` in the environment: not)."""
+    return unavailable() is None
+
+
+def unavailable() -> str | None:
+    """Why GnuTLS is not used, or None when it is."""
     import os
 
     if os.environ.get("PYVIRTD_TLS_LIBRARY", "").lower() == "openssl":
-        return False
-    return _lib() is not None
+        return "libgnutls.so.30 is not used: PYVIRTD_TLS_LIBRARY=openssl is set"
+    if _lib() is None:
+        return "libgnutls.so.30 cannot be loaded"
+    return None
 
 
 def version() -> str:
