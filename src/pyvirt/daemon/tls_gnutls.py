@@ -10,10 +10,11 @@ against the CA (``gnutls_certificate_verify_peers2``), then the CRL and libvirt'
 the certificate (:func:`pyvirt.rpc.tls.check_peer`), then the byte 0x01 goes out. A refused
 client is logged with its address and the reason and its connection dropped without a word.
 
-Unlike libvirtd, a chain GnuTLS found trusted is remembered (by its exact bytes) until the first
-of its certificates or the CA's expires: the verification depends on nothing else (the CA is
-loaded once), its signature checks took about 200 µs of a 2 ms set-up here, and a client that
-reconnects presents the same chain. The handshake itself still has the client prove it holds the
+Unlike libvirtd, a chain GnuTLS found trusted is remembered (by its exact bytes,
+:class:`pyvirt.rpc.verified.VerifiedChains`, as pyvirtd on OpenSSL remembers them) until the
+first of its certificates or the CA's expires: the verification depends on nothing else (the CA
+is loaded once), its signature checks took about 200 µs of a 2 ms set-up here, and a client that
+reconnects presents the same chain. (On OpenSSL a chain is also remembered five minutes at most.) The handshake itself still has the client prove it holds the
 key, every time, and the CRL and libvirt's checks run on every connection.
 
 :class:`GnuTLSConnection` is the client's transport from then on: GnuTLS encrypts and decrypts,
@@ -29,13 +30,13 @@ import ctypes
 import logging
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pyvirt.daemon.tls import HANDSHAKE_TIMEOUT, Refusing, peer_label
 from pyvirt.rpc.tls import CONFIRMATION, PeerRefused, TLSError, check_peer, load_ca_list, nothing
+from pyvirt.rpc.verified import VerifiedChains
 
 if TYPE_CHECKING:
     from pyvirt.daemon.tls import ServerTLS
@@ -183,8 +184,8 @@ class Credentials:
         #: Until when a chain verified now can be trusted, as far as the CA goes.
         self._ca_until = min(ca.not_valid_after_utc.timestamp() for ca in cas)
         #: Chains GnuTLS verified (the DER certificates the client presented, its own first),
-        #: and until when that holds; the most recently used last.
-        self._verified: OrderedDict[tuple[bytes, ...], float] = OrderedDict()
+        #: and until when (on :data:`_clock`) that holds.
+        self._verified = VerifiedChains()
         #: Chains verified by GnuTLS so far (for tests and diagnostics).
         self.verifications = 0
         assert files.cert is not None and files.key is not None
@@ -198,12 +199,8 @@ class Credentials:
         """Why the chain the client of ``session`` presented is not trusted, or None: GnuTLS's
         verification against the CA (``gnutls_certificate_verify_peers2``), or what it found
         for the same chain before, while every certificate in it and the CA are still valid."""
-        until = self._verified.get(chain)
-        if until is not None:
-            if _clock() < until:
-                self._verified.move_to_end(chain)
-                return None
-            del self._verified[chain]
+        if self._verified.known(chain, _clock()):
+            return None
         status = ctypes.c_uint()
         checked = _lib().gnutls_certificate_verify_peers2(session, ctypes.byref(status))
         self.verifications += 1
@@ -213,9 +210,7 @@ class Credentials:
             return f"Certificate failed validation: {_verify_status(status.value)}"
         until = _valid_until(chain, self._ca_until)
         if until is not None:
-            self._verified[chain] = until
-            if len(self._verified) > _VERIFIED_MAX:
-                self._verified.popitem(last=False)
+            self._verified.remember(chain, until)
         return None
 
     def session(self, fd: int) -> ctypes.c_void_p:
@@ -253,8 +248,6 @@ def _priority(text: bytes) -> ctypes.c_void_p:
     return cache
 
 
-#: How many verified chains are remembered (the least recently used go first).
-_VERIFIED_MAX = 256
 #: The time of day, against which remembered chains expire.
 _clock = time.time
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from pyvirt.rpc.verified import VerifiedChains
+
 if TYPE_CHECKING:
     import ssl
 
@@ -304,10 +306,9 @@ def early_server_hello(ctx: ssl.SSLContext) -> bool:
 #: How long a verified chain is taken as verified again without OpenSSL (seconds, at most: never
 #: past the first end of validity in the chain).
 VERIFIED_FOR = 300.0
-_VERIFIED_MAX = 256
 #: Per live context (its SSL_CTX's address, the callback's argument): DER of the chain a
 #: client sent -> monotonic deadline.
-_verified: dict[int, dict[bytes, float]] = {}
+_verified: dict[int, VerifiedChains] = {}
 
 
 def _certs(lib: Any, stack: int | None) -> list[int]:
@@ -367,21 +368,15 @@ def _on_verify(store_ctx: int, arg: int) -> int:
         key = _chain_der(lib, store_ctx) if known is not None else None
     except Exception:  # noqa: BLE001 - an exception here must not reach OpenSSL
         key = None
-    if key is not None and known is not None:
-        deadline = known.get(key)
-        if deadline is not None:
-            if time.monotonic() < deadline:
-                return 1
-            known.pop(key, None)
+    if key is not None and known is not None and known.known(key, time.monotonic()):
+        return 1
     result = int(lib.X509_verify_cert(store_ctx))
     if result == 1 and key is not None and known is not None:
         try:
             if lib.X509_STORE_CTX_get_error(store_ctx) == 0:
                 valid = min(VERIFIED_FOR, _seconds_valid(lib, store_ctx))
                 if valid > 0:
-                    if len(known) >= _VERIFIED_MAX:
-                        known.clear()
-                    known[key] = time.monotonic() + valid
+                    known.remember(key, time.monotonic() + valid)
         except Exception:  # noqa: BLE001
             pass
     return result
@@ -417,7 +412,7 @@ def remember_verified_chains(ctx: ssl.SSLContext) -> bool:
     ptr = _ssl_ctx_pointer(ctx)
     if ptr is None:
         return False
-    _verified[ptr] = {}
+    _verified[ptr] = VerifiedChains()
     weakref.finalize(ctx, _verified.pop, ptr, None)  # before the SSL_CTX's address is reused
     _libssl().SSL_CTX_set_cert_verify_callback(ptr, _verify_callback(), ptr)
     return True
