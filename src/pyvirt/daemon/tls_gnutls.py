@@ -14,8 +14,9 @@ Unlike libvirtd, a chain GnuTLS found trusted is remembered (by its exact bytes,
 :class:`pyvirt.rpc.verified.VerifiedChains`, as pyvirtd on OpenSSL remembers them) until the
 first of its certificates or the CA's expires: the verification depends on nothing else (the CA
 is loaded once), its signature checks took about 200 µs of a 2 ms set-up here, and a client that
-reconnects presents the same chain. (On OpenSSL a chain is also remembered five minutes at most.) The handshake itself still has the client prove it holds the
-key, every time, and the CRL and libvirt's checks run on every connection.
+reconnects presents the same chain (on OpenSSL, five minutes at most as well). The handshake
+itself still has the client prove it holds the key, every time, and the CRL and libvirt's checks
+run on every connection.
 
 :class:`GnuTLSConnection` is the client's transport from then on: GnuTLS encrypts and decrypts,
 and the connection buffers what the socket cannot take yet, pausing its client past a high-water
